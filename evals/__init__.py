@@ -1,0 +1,1 @@
+"""The evaluation harness and benchmarks (installed as ``fastvision.evals``)."""

@@ -1,0 +1,26 @@
+"""fastvision: plug-in acceleration for Hugging Face vision-language models.
+
+``fastvision.patch(model, k=2, ratio=0.5)`` applies FastV visual-token pruning (arXiv 2403.06764) to a stock
+transformers VLM in place; ``fastvision.unpatch(model)`` restores it exactly. Importing this package does not import
+gradio, lm-eval or datasets.
+"""
+
+from fastvision.api import is_patched, kept_tokens, patch, patch_config, patched, unpatch
+from fastvision.fastv.config import FastVConfig
+from fastvision.fastv.record import KeptTokens
+from fastvision.registry import supported_model_types
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FastVConfig",
+    "KeptTokens",
+    "__version__",
+    "is_patched",
+    "kept_tokens",
+    "patch",
+    "patch_config",
+    "patched",
+    "supported_model_types",
+    "unpatch",
+]

@@ -1,0 +1,107 @@
+"""The public entry points: ``patch``, ``unpatch``, ``patched``, ``is_patched`` and ``kept_tokens``.
+
+``patch`` works on the instance, never the class, so a patched and an unpatched model can live side by side in one
+process. It validates everything before it changes anything, records every change in a handle stored on the model,
+and rolls back before raising if anything fails halfway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from torch import nn
+
+from fastvision.fastv.config import FastVConfig
+from fastvision.fastv.engine import FastVEngine
+from fastvision.fastv.record import KeptTokens
+from fastvision.handle import HANDLE_ATTRIBUTE, PatchHandle, get_handle, set_attribute
+from fastvision.registry import adapter_for
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+_UNSET: Any = object()
+
+
+def _fastv_config(k: int | FastVConfig, ratio: float, scoring: str) -> FastVConfig:
+    if isinstance(k, FastVConfig):
+        if ratio is not _UNSET or scoring is not _UNSET:
+            raise TypeError("Pass either a FastVConfig or k/ratio/scoring, not both.")
+        return k
+    if isinstance(k, dict):
+        raise TypeError("Pass a FastVConfig (FastVConfig.from_dict(d)), not a dict.")
+    return FastVConfig(k=k, ratio=0.5 if ratio is _UNSET else ratio, scoring="last" if scoring is _UNSET else scoring)
+
+
+def patch(model: ModelT, k: int | FastVConfig = 2, ratio: float = _UNSET, *, scoring: str = _UNSET) -> ModelT:
+    """Apply FastV visual-token pruning to ``model`` in place and return it.
+
+    ``fastvision.patch(model, k=2, ratio=0.5)`` or ``fastvision.patch(model, FastVConfig(...))``. Layers ``0..k-1``
+    see every token; layers ``k..`` see each sample's top ``n - floor(ratio * n)`` image tokens and all other tokens.
+    Patching a model that is already patched raises; call :func:`unpatch` first.
+    """
+    config = _fastv_config(k, ratio, scoring)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
+    if get_handle(model) is not None:
+        raise RuntimeError(
+            f"This model is already patched ({get_handle(model).config}); call fastvision.unpatch(model) first."
+        )
+    adapter = adapter_for(model)
+    adapter.check_model(model)
+    num_layers = len(adapter.decoder_layers(model))
+    if config.k >= num_layers:
+        raise ValueError(
+            f"FastV k={config.k} is out of range for a text model with {num_layers} decoder layers: "
+            f"allowed is 1 <= k < {num_layers}."
+        )
+    handle = PatchHandle(config=config, family=adapter.family)
+    try:
+        engine = FastVEngine(model, adapter, config)
+        engine.install(handle)
+        handle.engine = engine
+        set_attribute(handle, model, HANDLE_ATTRIBUTE, handle)
+    except BaseException:
+        handle.revert()
+        raise
+    return model
+
+
+def unpatch(model: ModelT) -> ModelT:
+    """Undo :func:`patch` exactly: every hook, routed attention and wrapper is removed."""
+    handle = _require_handle(model, "unpatch")
+    handle.revert()
+    return model
+
+
+def is_patched(model: nn.Module) -> bool:
+    return get_handle(model) is not None
+
+
+@contextmanager
+def patched(
+    model: ModelT, k: int | FastVConfig = 2, ratio: float = _UNSET, *, scoring: str = _UNSET
+) -> Iterator[ModelT]:
+    """``with fastvision.patched(model, k=2, ratio=0.5): ...`` patches for the block and unpatches after it."""
+    patch(model, k, ratio, scoring=scoring)
+    try:
+        yield model
+    finally:
+        unpatch(model)
+
+
+def kept_tokens(model: nn.Module) -> KeptTokens | None:
+    """The kept-token record of this thread's latest prefill of ``model`` (None if it had no image tokens)."""
+    return _require_handle(model, "kept_tokens").engine.last_kept()
+
+
+def patch_config(model: nn.Module) -> FastVConfig:
+    """The config ``model`` is patched with."""
+    return _require_handle(model, "patch_config").config
+
+
+def _require_handle(model: nn.Module, caller: str) -> PatchHandle:
+    handle = get_handle(model)
+    if handle is None:
+        raise ValueError(f"fastvision.{caller}: this {type(model).__name__} is not patched by fastvision.")
+    return handle

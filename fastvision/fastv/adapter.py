@@ -1,0 +1,94 @@
+"""The small contract a model family implements so the FastV engine can patch it.
+
+An adapter answers structural questions only (where the decoder layers are, which tokens are visual); every piece of
+pruning logic lives in the engine, so a new family is a few lines in ``patches/<family>.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+SUPPORTED_ATTENTION = ("sdpa", "eager")
+
+
+class VLMAdapter:
+    """Base adapter for decoder-only VLMs whose language model is a ``layers`` stack of decoder layers.
+
+    Subclasses set ``model_types`` and ``family`` and override what differs from the LLaVA layout.
+    """
+
+    model_types: tuple[str, ...] = ()
+    family: str = ""
+    text_backbones: tuple[str, ...] | None = None  # allowed text ``model_type`` values; None allows any
+
+    # -- structure ------------------------------------------------------------------------------------------------
+    def multimodal_model(self, model: nn.Module) -> nn.Module:
+        """The module whose forward receives ``input_ids``, ``attention_mask`` and ``past_key_values``."""
+        return getattr(model, "model", model)
+
+    def language_model(self, model: nn.Module) -> nn.Module:
+        return self.multimodal_model(model).language_model
+
+    def text_config(self, model: nn.Module) -> Any:
+        return self.language_model(model).config
+
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+        return self.language_model(model).layers
+
+    def attention_module(self, layer: nn.Module) -> nn.Module:
+        return layer.self_attn
+
+    # -- inputs ---------------------------------------------------------------------------------------------------
+    def bind_inputs(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Name the forward arguments of :meth:`multimodal_model` (positional ones included)."""
+        if not args:
+            return kwargs
+        signature = inspect.signature(module.forward)
+        return dict(signature.bind_partial(*args, **kwargs).arguments)
+
+    def visual_token_ids(self, model: nn.Module) -> tuple[int, ...]:
+        config = model.config
+        token = getattr(config, "image_token_id", None)
+        if token is None:
+            token = getattr(config, "image_token_index", None)
+        return () if token is None else (int(token),)
+
+    def prunable_mask(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """(B, L) bool of the visual-token positions of this forward, or None when it has none."""
+        input_ids = inputs.get("input_ids")
+        token_ids = self.visual_token_ids(model)
+        if input_ids is not None:
+            mask = torch.zeros_like(input_ids, dtype=torch.bool)
+            for token in token_ids:
+                mask |= input_ids == token
+            return mask
+        embeds = inputs.get("inputs_embeds")
+        if embeds is None or not token_ids:
+            return None
+        # As LLaVA's own placeholder detection: positions whose embedding equals the image token's embedding.
+        embedding = self.multimodal_model(model).get_input_embeddings()
+        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+        for token in token_ids:
+            placeholder = embedding(torch.tensor(token, device=embeds.device)).to(embeds.dtype)
+            mask |= (embeds == placeholder).all(-1)
+        return mask
+
+    # -- checks ---------------------------------------------------------------------------------------------------
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ValueError if this instance has a structure the engine cannot handle."""
+        text_config = self.text_config(model)
+        if self.text_backbones is not None and text_config.model_type not in self.text_backbones:
+            raise ValueError(
+                f"{self.family} with a {text_config.model_type!r} text model is not supported; "
+                f"supported text models: {', '.join(self.text_backbones)}."
+            )
+        implementation = text_config._attn_implementation
+        if implementation not in SUPPORTED_ATTENTION:
+            raise ValueError(
+                f"FastV supports the attention implementations {SUPPORTED_ATTENTION}, but the text model uses "
+                f"{implementation!r}. Load the model with attn_implementation='sdpa'."
+            )

@@ -1,0 +1,103 @@
+"""An independent FastV reference for tests: one sample at a time, a manual loop over the decoder layers.
+
+It shares no code with the engine. It scores with an explicit q·kᵀ softmax, picks the kept set with a Python sort,
+and runs the pruned layers on each sample alone (no slots, no gathered masks), so agreement with the engine is
+evidence for both the selection and the batched mask/position plumbing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+
+def merged_embeddings(model, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
+    """Input embeddings with the image features scattered into the image-token placeholders (LLaVA's merge)."""
+    inner = model.model
+    embeds = inner.get_input_embeddings()(input_ids)
+    if pixel_values is not None:
+        features = inner.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+        features = torch.cat(list(features), dim=0).to(embeds.dtype)
+        placeholder = (input_ids == model.config.image_token_id)[..., None].expand_as(embeds)
+        embeds = embeds.masked_scatter(placeholder, features)
+    return embeds
+
+
+def _run_layers(model, hidden, positions, valid, layers):
+    """Run ``layers`` on one sample: hidden (1, n, d), original positions (n,), key validity (n,)."""
+    language_model = model.model.language_model
+    cos, sin = language_model.rotary_emb(hidden, positions[None])
+    allowed = (positions[None, :] <= positions[:, None]) & valid[None, :]
+    mask = allowed[None, None]
+    for layer in layers:
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), position_ids=positions[None])
+    return hidden
+
+
+def _scores(model, hidden, positions, valid, k, scoring, prompt_length):
+    """Attention each position receives at layer k-1, from that layer's input (explicit softmax, head mean)."""
+    language_model = model.model.language_model
+    layer = language_model.layers[k - 1]
+    attention = layer.self_attn
+    normed = layer.input_layernorm(hidden)
+    head_dim = attention.head_dim
+    n = hidden.shape[1]
+    q = attention.q_proj(normed).view(1, n, -1, head_dim).transpose(1, 2)
+    key = attention.k_proj(normed).view(1, n, -1, head_dim).transpose(1, 2)
+    cos, sin = language_model.rotary_emb(hidden, positions[None])
+    q, key = apply_rotary_pos_emb(q, key, cos, sin)
+    key = key.repeat_interleave(q.shape[1] // key.shape[1], dim=1)
+    logits = (q.float() @ key.float().transpose(-1, -2)) * attention.scaling
+    allowed = (positions[None, :] <= positions[:, None]) & valid[None, :]
+    probabilities = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0).mean(1)[0]
+    prompt_rows = [i for i in range(prompt_length) if valid[i]]
+    if scoring == "last":
+        return probabilities[prompt_rows[-1]]
+    return probabilities[prompt_rows].mean(0)
+
+
+def reference_fastv(
+    model,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None,
+    *,
+    k: int,
+    ratio: float,
+    scoring: str = "last",
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    prompt_length: int | None = None,
+) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Per-sample kept image positions and logits at the kept non-padding positions (in order).
+
+    Positions at or after ``prompt_length`` (generated tokens appended to the prompt) are never pruned and are not
+    part of scoring, mimicking a cached decode after a pruned prefill.
+    """
+    batch, length = input_ids.shape
+    prompt_length = length if prompt_length is None else prompt_length
+    attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    if position_ids is None:
+        position_ids = torch.arange(length)[None].expand(batch, -1)
+    embeds = merged_embeddings(model, input_ids, pixel_values)
+    layers = model.model.language_model.layers
+    kept_images, logits = [], []
+    for b in range(batch):
+        valid = attention_mask[b].bool()
+        positions = position_ids[b]
+        hidden = _run_layers(model, embeds[b : b + 1], positions, valid, layers[: k - 1])
+        scores = _scores(model, hidden, positions, valid, k, scoring, prompt_length)
+        hidden = _run_layers(model, hidden, positions, valid, layers[k - 1 : k])
+        images = [i for i in range(prompt_length) if input_ids[b, i] == model.config.image_token_id and valid[i]]
+        drop = math.floor(ratio * len(images) + 1e-9)
+        dropped = set(sorted(images, key=lambda i: (float(scores[i]), i))[:drop])
+        kept_images.append(sorted(set(images) - dropped))
+        keep = [i for i in range(length) if valid[i] and i not in dropped]
+        index = torch.tensor(keep)
+        out = _run_layers(
+            model, hidden[:, index], positions[index], torch.ones(len(keep), dtype=torch.bool), layers[k:]
+        )
+        out = model.model.language_model.norm(out)
+        logits.append(model.lm_head(out)[0])
+    return kept_images, logits
