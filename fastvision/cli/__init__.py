@@ -1,0 +1,1 @@
+"""The ``fastvision`` command line."""

@@ -1,0 +1,131 @@
+"""Real-size VLM configs from public values, and their prefill FLOPs counted with no weights.
+
+The model is built on the ``meta`` device, so a 13B LLaVA costs no memory and no compute: FlopCounterMode reads the
+shapes. The multimodal merge needs real values (LLaVA checks the placeholder count with ``.item()``), so the vision
+tower and the language model are run as two measured calls; the language model runs inside the engine's
+:meth:`~fastvision.fastv.engine.FastVEngine.prefill` context with a real visual-token mask.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastvision.fastv.config import FastVConfig
+from fastvision.flops.counter import measure_flops
+
+# Public config values (llava-hf/llava-1.5-{7b,13b}-hf config.json; REFERENCE.md "Real configs").
+_CLIP_L14_336 = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 336,
+    "patch_size": 14,
+    "projection_dim": 768,
+}
+_LLAVA_COMMON = {"image_token_id": 32000, "vision_feature_layer": -2, "vision_feature_select_strategy": "default"}
+PRESETS: dict[str, dict[str, Any]] = {
+    "llava-1.5-7b": {
+        "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32},
+    },
+    "llava-1.5-13b": {
+        "text": {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40, "num_attention_heads": 40},
+    },
+}
+
+
+def preset_config(name: str) -> Any:
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    if name not in PRESETS:
+        raise ValueError(f"Unknown FLOPs preset {name!r}; presets: {', '.join(sorted(PRESETS))}.")
+    text = LlamaConfig(vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5, **PRESETS[name]["text"])
+    return LlavaConfig(vision_config=CLIPVisionConfig(**_CLIP_L14_336), text_config=text, **_LLAVA_COMMON)
+
+
+def load_config(name_or_path: str) -> Any:
+    """A preset name, a local ``config.json`` (or a folder holding one), or a Hub id (needs network)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if name_or_path in PRESETS:
+        return preset_config(name_or_path)
+    path = Path(name_or_path)
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if "model_type" not in data:
+            raise ValueError(f"{path} has no 'model_type'; it is not a transformers config.json.")
+        return CONFIG_MAPPING[data["model_type"]].from_dict(data)
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot load a config from {name_or_path!r}: not a preset ({', '.join(sorted(PRESETS))}), not a local "
+            f"config.json or folder, and the Hub could not be reached or has no such model ({error})."
+        ) from error
+
+
+def image_tokens_of(config: Any) -> int:
+    vision = config.vision_config
+    tokens = (vision.image_size // vision.patch_size) ** 2
+    return tokens if config.vision_feature_select_strategy == "default" else tokens + 1
+
+
+@dataclass(frozen=True)
+class PrefillFlops:
+    """FLOPs (2 per multiply-add) of one single-image prefill, split into the vision side and the language model."""
+
+    vision: int
+    language: int
+    kept_image_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.vision + self.language
+
+
+def count_prefill_flops(
+    config: Any, *, image_tokens: int | None = None, text_tokens: int = 60, fastv: FastVConfig | None = None
+) -> PrefillFlops:
+    """Measure a prefill of ``config`` on the meta device: one image plus ``text_tokens`` text tokens.
+
+    The language model projects logits for the last position only, as ``generate``'s prefill does.
+    """
+    from transformers import LlavaForConditionalGeneration
+
+    from fastvision.api import patch
+
+    image_tokens = image_tokens_of(config) if image_tokens is None else image_tokens
+    if image_tokens < 0 or text_tokens < 1:
+        raise ValueError(f"Need image_tokens >= 0 and text_tokens >= 1, got {image_tokens} and {text_tokens}.")
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config).eval()
+    vision_size = config.vision_config.image_size
+    pixels = torch.empty(1, 3, vision_size, vision_size, device="meta")
+    with torch.no_grad():
+        vision, _ = measure_flops(lambda: model.model.get_image_features(pixel_values=pixels, return_dict=True))
+    prunable = torch.zeros(1, image_tokens + text_tokens, dtype=torch.bool)
+    prunable[0, 1 : 1 + image_tokens] = True  # BOS, the image, then the text
+    embeds = torch.empty(1, prunable.shape[1], config.text_config.hidden_size, device="meta")
+    language_model = model.model.language_model
+
+    def language() -> Any:
+        # use_cache keeps transformers from inspecting position ids for packed sequences (a value read)
+        hidden = language_model(inputs_embeds=embeds, use_cache=True).last_hidden_state
+        return model.lm_head(hidden[:, -1:])
+
+    kept = image_tokens
+    with torch.no_grad():
+        if fastv is None:
+            report, _ = measure_flops(language)
+        else:
+            engine = patch(model, fastv)._fastvision_patch.engine
+            with engine.prefill(prunable):
+                report, _ = measure_flops(language)
+            kept = image_tokens - fastv.num_dropped(image_tokens)  # the engine's rule; meta tensors hold no values
+    return PrefillFlops(vision=vision.total, language=report.total, kept_image_tokens=kept)

@@ -1,0 +1,88 @@
+"""Measured FLOPs (FlopCounterMode) agree with the analytic model, pruned and unpruned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import fastvision
+from fastvision.cli.main import main
+from fastvision.flops import DecoderShape, decoder_layer_macs, fastv_paper_macs, fastv_prefill_macs, measure_flops
+from fastvision.flops.presets import count_prefill_flops, preset_config
+from fastvision.testing import llava_prompt, tiny_llava
+
+
+def _language_flops(model, inputs) -> int:
+    report, _ = measure_flops(lambda: model(**inputs, logits_to_keep=1))
+    return report.module("model.language_model") + report.module("lm_head")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("backbone", ["llama", "qwen2"])
+@pytest.mark.parametrize(("k", "ratio", "scoring"), [(None, 0.0, "last"), (2, 0.5, "last"), (1, 0.75, "mean")])
+def test_measured_flops_equal_analytic(backbone, k, ratio, scoring):
+    model = tiny_llava(backbone)
+    ids = torch.tensor([llava_prompt(model, [5, 6], [7, 8, 9])])
+    inputs = {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32)}
+    shape = DecoderShape.from_config(model.config.text_config)
+    tokens = ids.shape[1]
+    if k is None:
+        measured = _language_flops(model, inputs)
+        analytic = 2 * fastv_prefill_macs(shape, tokens)
+    else:
+        with fastvision.patched(model, k=k, ratio=ratio, scoring=scoring):
+            measured = _language_flops(model, inputs)
+        kept = tokens - fastvision.FastVConfig(k=k, ratio=ratio).num_dropped(16)
+        analytic = 2 * fastv_prefill_macs(shape, tokens, k=k, kept_tokens=kept, scoring=scoring)
+    assert measured == pytest.approx(analytic, rel=0.01)
+
+
+def test_cpu_sdpa_is_counted():
+    q = k = v = torch.randn(1, 2, 8, 4)
+    report, _ = measure_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    assert report.total == 2 * (2 * 2 * 8 * 8 * 4)
+
+
+def test_layer_formula_reduces_to_fastv_paper():
+    shape = DecoderShape(hidden=64, ffn=256, layers=4, heads=4, kv_heads=4, head_dim=16, vocab=10, ffn_matrices=2)
+    n = 30
+    assert decoder_layer_macs(shape, n) == 4 * n * 64**2 + 2 * n**2 * 64 + 2 * n * 64 * 256
+    assert 4 * decoder_layer_macs(shape, n) == fastv_paper_macs(64, 256, 4, n)
+
+
+def test_real_size_preset_counts_without_weights():
+    config = preset_config("llava-1.5-7b")
+    fastv = fastvision.FastVConfig(k=2, ratio=0.5)
+    pruned = count_prefill_flops(config, text_tokens=60, fastv=fastv)
+    shape = DecoderShape.from_config(config.text_config)
+    assert pruned.kept_image_tokens == 288
+    assert pruned.language == 2 * fastv_prefill_macs(shape, 636, k=2, kept_tokens=636 - 288)
+    assert pruned.vision > 0
+
+
+def test_flops_cli_json(capsys):
+    assert main(["flops", "llava-1.5-7b", "--ratio", "0.5", "0.75", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["image_tokens"] == 576
+    ratios = [row["language_ratio"] for row in result["settings"]]
+    assert 0.5 < ratios[0] < 0.6 and 0.3 < ratios[1] < 0.4
+    for row in result["settings"]:
+        assert row["language_flops"] == row["analytic_language_flops"]
+
+
+def test_flops_cli_bad_input(capsys):
+    assert main(["flops", "llava-1.5-7b", "--k", "32"]) == 2
+    assert "allowed is 1 <= k < 32" in capsys.readouterr().err
+
+
+def test_local_config_json_loads(tmp_path):
+    from fastvision.flops.presets import load_config
+
+    preset_config("llava-1.5-13b").save_pretrained(tmp_path)
+    for source in (tmp_path / "config.json", tmp_path):
+        assert load_config(str(source)).text_config.hidden_size == 5120
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="no 'model_type'"):
+        load_config(str(tmp_path / "bad.json"))
