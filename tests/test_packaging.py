@@ -1,0 +1,26 @@
+"""The wheel maps the top-level folders into the one ``fastvision`` namespace (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("fastvision-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"fastvision"}
+    for expected in ("fastvision/patches/llava.py", "fastvision/evals/bench_prefill.py", "fastvision/demo/__init__.py"):
+        assert expected in names
+    entry_points = next(name for name in names if name.endswith("entry_points.txt"))
+    assert "fastvision = fastvision.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
