@@ -31,6 +31,8 @@ def _run_layers(model, hidden, positions, valid, layers):
     cos, sin = language_model.rotary_emb(hidden, positions[None])
     allowed = (positions[None, :] <= positions[:, None]) & valid[None, :]
     mask = allowed[None, None]
+    if language_model.config._attn_implementation == "eager":  # eager attention adds its mask to the logits
+        mask = torch.zeros(mask.shape, dtype=hidden.dtype).masked_fill(~mask, torch.finfo(hidden.dtype).min)
     for layer in layers:
         hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), position_ids=positions[None])
     return hidden

@@ -44,3 +44,14 @@ def test_import_is_lean():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_patch_accepts_a_config_object():
+    import fastvision
+    from fastvision.testing import tiny_llava
+
+    model = tiny_llava("llama")
+    config = FastVConfig.from_dict({"method": "fastv", "version": 1, "k": 3, "ratio": 0.25, "scoring": "mean"})
+    assert fastvision.patch(model, config) is model
+    assert fastvision.patch_config(model) is config
+    assert fastvision.unpatch(model) is model and not fastvision.is_patched(model)

@@ -202,3 +202,32 @@ def test_patched_and_unpatched_instances_coexist():
         with fastvision.patched(first, k=2, ratio=0.5):
             assert first(input_ids=ids, pixel_values=pixels).logits.shape[1] == ids.shape[1] - 8
             assert torch.equal(second(input_ids=ids, pixel_values=pixels).logits, baseline)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("scoring", ["last", "mean"])
+def test_eager_attention_padded_batch_and_cache_match_reference(scoring):
+    """Eager models pass additive float masks: the same exactness holds."""
+    model = tiny_llava("qwen2", attn_implementation="eager")
+    rows = [llava_prompt(model, [5], [7, 8, 9, 10]), [5, 6, 7], llava_prompt(model, [5, 6, 12], [7])]
+    ids, mask = left_pad(rows)
+    pixels = _pixels(2)
+    with fastvision.patched(model, k=2, ratio=0.5, scoring=scoring):
+        sequences, step_logits = _greedy(model, input_ids=ids, pixel_values=pixels, attention_mask=mask)
+        kept_prefill = [fastvision.kept_tokens(model).kept_image_positions(r).tolist() for r in range(3)]
+    steps = step_logits.shape[1]
+    full_mask = torch.cat([mask, torch.ones(3, steps - 1, dtype=mask.dtype)], dim=1)
+    kept_ref, logits_ref = reference_fastv(
+        model,
+        sequences[:, :-1],
+        pixels,
+        k=2,
+        ratio=0.5,
+        scoring=scoring,
+        attention_mask=full_mask,
+        position_ids=positions_from_mask(full_mask),
+        prompt_length=ids.shape[1],
+    )
+    assert kept_ref == kept_prefill
+    for row in range(3):
+        torch.testing.assert_close(step_logits[row], logits_ref[row][-steps:], atol=1e-4, rtol=1e-4)
