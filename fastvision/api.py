@@ -23,24 +23,33 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 _UNSET: Any = object()
 
 
-def _fastv_config(k: int | FastVConfig, ratio: float, scoring: str) -> FastVConfig:
+def _fastv_config(k: int | FastVConfig, ratio: float, options: dict[str, Any]) -> FastVConfig:
+    options = {name: value for name, value in options.items() if value is not _UNSET}
     if isinstance(k, FastVConfig):
-        if ratio is not _UNSET or scoring is not _UNSET:
-            raise TypeError("Pass either a FastVConfig or k/ratio/scoring, not both.")
+        if ratio is not _UNSET or options:
+            raise TypeError("Pass either a FastVConfig or k/ratio/options, not both.")
         return k
     if isinstance(k, dict):
         raise TypeError("Pass a FastVConfig (FastVConfig.from_dict(d)), not a dict.")
-    return FastVConfig(k=k, ratio=0.5 if ratio is _UNSET else ratio, scoring="last" if scoring is _UNSET else scoring)
+    return FastVConfig(k=k, ratio=0.5 if ratio is _UNSET else ratio, **options)
 
 
-def patch(model: ModelT, k: int | FastVConfig = 2, ratio: float = _UNSET, *, scoring: str = _UNSET) -> ModelT:
+def patch(
+    model: ModelT,
+    k: int | FastVConfig = 2,
+    ratio: float = _UNSET,
+    *,
+    scoring: str = _UNSET,
+    modality: str = _UNSET,
+) -> ModelT:
     """Apply FastV visual-token pruning to ``model`` in place and return it.
 
     ``fastvision.patch(model, k=2, ratio=0.5)`` or ``fastvision.patch(model, FastVConfig(...))``. Layers ``0..k-1``
     see every token; layers ``k..`` see each sample's top ``n - floor(ratio * n)`` image tokens and all other tokens.
-    Patching a model that is already patched raises; call :func:`unpatch` first.
+    ``scoring`` ("last" or "mean") and ``modality`` ("all", "image" or "video") are the :class:`FastVConfig` fields
+    of the same names. Patching a model that is already patched raises; call :func:`unpatch` first.
     """
-    config = _fastv_config(k, ratio, scoring)
+    config = _fastv_config(k, ratio, {"scoring": scoring, "modality": modality})
     if not isinstance(model, nn.Module):
         raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
     if get_handle(model) is not None:
@@ -79,11 +88,9 @@ def is_patched(model: nn.Module) -> bool:
 
 
 @contextmanager
-def patched(
-    model: ModelT, k: int | FastVConfig = 2, ratio: float = _UNSET, *, scoring: str = _UNSET
-) -> Iterator[ModelT]:
-    """``with fastvision.patched(model, k=2, ratio=0.5): ...`` patches for the block and unpatches after it."""
-    patch(model, k, ratio, scoring=scoring)
+def patched(model: ModelT, *args: Any, **kwargs: Any) -> Iterator[ModelT]:
+    """``with fastvision.patched(model, k=2, ratio=0.5): ...``: :func:`patch` (same arguments) for the block only."""
+    patch(model, *args, **kwargs)
     try:
         yield model
     finally:

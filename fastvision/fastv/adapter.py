@@ -50,32 +50,37 @@ class VLMAdapter:
         signature = inspect.signature(module.forward)
         return dict(signature.bind_partial(*args, **kwargs).arguments)
 
-    def visual_token_ids(self, model: nn.Module) -> tuple[int, ...]:
+    def visual_token_ids(self, model: nn.Module) -> dict[str, int]:
+        """Placeholder token id of each visual modality the model has (``image``, ``video``)."""
         config = model.config
-        token = getattr(config, "image_token_id", None)
-        if token is None:
-            token = getattr(config, "image_token_index", None)
-        return () if token is None else (int(token),)
+        ids = {}
+        for kind in ("image", "video"):
+            token = getattr(config, f"{kind}_token_id", None)
+            if token is None:
+                token = getattr(config, f"{kind}_token_index", None)
+            if token is not None:
+                ids[kind] = int(token)
+        return ids
 
-    def prunable_mask(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor | None:
-        """(B, L) bool of the visual-token positions of this forward, or None when it has none."""
+    def visual_masks(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """(B, L) bool masks of each modality's placeholder positions in this forward (empty if no token ids).
+
+        From ``input_ids`` when given; otherwise, as the models' own placeholder detection does, from the positions
+        of ``inputs_embeds`` that equal a placeholder token's embedding.
+        """
         input_ids = inputs.get("input_ids")
         token_ids = self.visual_token_ids(model)
         if input_ids is not None:
-            mask = torch.zeros_like(input_ids, dtype=torch.bool)
-            for token in token_ids:
-                mask |= input_ids == token
-            return mask
+            return {kind: input_ids == token for kind, token in token_ids.items()}
         embeds = inputs.get("inputs_embeds")
-        if embeds is None or not token_ids:
-            return None
-        # As LLaVA's own placeholder detection: positions whose embedding equals the image token's embedding.
+        if embeds is None:
+            return {}
         embedding = self.multimodal_model(model).get_input_embeddings()
-        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
-        for token in token_ids:
+        masks = {}
+        for kind, token in token_ids.items():
             placeholder = embedding(torch.tensor(token, device=embeds.device)).to(embeds.dtype)
-            mask |= (embeds == placeholder).all(-1)
-        return mask
+            masks[kind] = (embeds == placeholder).all(-1)
+        return masks
 
     # -- checks ---------------------------------------------------------------------------------------------------
     def check_model(self, model: nn.Module) -> None:

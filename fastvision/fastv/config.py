@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 SCORINGS = ("last", "mean")
+MODALITIES = ("all", "image", "video")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class FastVConfig:
         default=0.5, metadata={"help": "Fraction of each sample's image tokens dropped (0 <= ratio < 1)."}
     )
     scoring: str = field(default="last", metadata={"help": "'last' (official code) or 'mean' (paper text)."})
+    modality: str = field(
+        default="all",
+        metadata={"help": "Prunable tokens: 'all' (image and video, ranked together), 'image' or 'video'."},
+    )
 
     method: ClassVar[str] = "fastv"
     version: ClassVar[int] = 1
@@ -44,6 +49,8 @@ class FastVConfig:
             raise ValueError(f"FastV ratio={self.ratio!r} is out of range: allowed is 0 <= ratio < 1.")
         if self.scoring not in SCORINGS:
             raise ValueError(f"FastV scoring={self.scoring!r} is unknown; allowed: {', '.join(SCORINGS)}.")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"FastV modality={self.modality!r} is unknown; allowed: {', '.join(MODALITIES)}.")
         object.__setattr__(self, "ratio", float(self.ratio))
 
     def num_dropped(self, num_image_tokens: int) -> int:

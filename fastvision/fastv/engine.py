@@ -187,12 +187,11 @@ class FastVEngine:
         length = reference.shape[1] if reference is not None else 0
         past = cache.get_seq_length() if cache is not None else 0
         self._check_sliding_window(past + length)
-        prunable = self.adapter.prunable_mask(self.model, inputs)
-        has_visual = prunable is not None and bool(prunable.any())
         if past > 0:
-            if has_visual:
+            # A placeholder id generated as a decode token is just a token; new pixels on a filled cache are not.
+            if any(key.startswith("pixel_values") and value is not None for key, value in inputs.items()):
                 raise NotImplementedError(
-                    "FastV prunes visual tokens in the prefill only, but this forward adds visual tokens to a "
+                    "FastV prunes visual tokens in the prefill only, but this forward adds images or videos to a "
                     f"non-empty cache ({past} tokens). Start a new cache for a new image."
                 )
             state = self._decode_states.get(cache)
@@ -203,10 +202,22 @@ class FastVEngine:
                 query_length=length,
                 continuation=True,
             )
-        if not has_visual:
+        prunable = self._prunable(self.adapter.visual_masks(self.model, inputs))
+        if prunable is None or not bool(prunable.any()):
             return ForwardContext("off")
         self._check_cache(cache)
         return self._prefill_context(prunable, inputs.get("attention_mask"))
+
+    def _prunable(self, masks: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Union of the masks of the modalities the config prunes (image and video rank in one pool)."""
+        kinds = ("image", "video") if self.config.modality == "all" else (self.config.modality,)
+        selected = [masks[kind] for kind in kinds if kind in masks]
+        if not selected:
+            return None
+        prunable = selected[0]
+        for mask in selected[1:]:
+            prunable = prunable | mask
+        return prunable
 
     def _prefill_context(self, prunable: torch.Tensor, attention_mask: torch.Tensor | None) -> ForwardContext:
         batch, length = prunable.shape
@@ -288,7 +299,7 @@ class FastVEngine:
             )
         if kwargs.get("position_ids") is not None:
             kwargs["position_ids"] = context.memoized(
-                kwargs["position_ids"], lambda ids: gather_tokens(ids, selection.index)
+                kwargs["position_ids"], lambda ids: gather_tokens(ids, selection.index, dim=ids.dim() - 1)
             )
         return args, kwargs
 

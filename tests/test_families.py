@@ -1,0 +1,138 @@
+"""Every supported family, on tiny configs of its real transformers classes: the exactness contract of FastV."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastvision
+from fastvision.fastv.engine import FastVEngine
+from fastvision.flops import DecoderShape, fastv_prefill_macs, measure_flops
+from tests.families import FAMILIES, IMAGE, VIDEO, batch
+from tests.test_fastv_llava import hook_snapshot
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family_model(request):
+    family = FAMILIES[request.param]
+    return family, family.make()
+
+
+def _rows(family):
+    second = ["video"] if family.video is not None else ["image", "image"]
+    return [([5, 6], ["image"], [7, 8, 9]), ([5], [], [7, 8]), ([5, 12], second, [7])]
+
+
+def _greedy(model, inputs, steps=3):
+    out = model.generate(
+        **inputs, max_new_tokens=steps, do_sample=False, output_logits=True, return_dict_in_generate=True,
+        pad_token_id=0, suppress_tokens=[IMAGE, VIDEO],  # a generated placeholder would be a new, pixel-less image
+    )  # fmt: skip
+    return out.sequences, torch.stack(out.logits, dim=1)
+
+
+@torch.no_grad()
+def test_ratio_zero_and_unpatch_are_bit_identical(family_model):
+    family, model = family_model
+    inputs = batch(family, model, _rows(family))
+    baseline = model(**inputs).logits
+    tokens, logits = _greedy(model, inputs)
+    hooks = hook_snapshot(model)
+    with fastvision.patched(model, k=2, ratio=0.0):
+        assert torch.equal(model(**inputs).logits, baseline)
+        assert torch.equal(_greedy(model, inputs)[0], tokens)
+    fastvision.patch(model, k=1, ratio=0.75)
+    model(**inputs)
+    record = fastvision.kept_tokens(model)
+    assert [n - n * 3 // 4 for n in record.num_image_tokens] == record.num_kept_image_tokens
+    assert record.num_image_tokens[0] > 0 and record.num_image_tokens[1] == 0
+    fastvision.unpatch(model)
+    assert hook_snapshot(model) == hooks
+    assert torch.equal(model(**inputs).logits, baseline)
+    new_tokens, new_logits = _greedy(model, inputs)
+    assert torch.equal(new_tokens, tokens) and torch.equal(new_logits, logits)
+
+
+@torch.no_grad()
+def test_batched_rows_equal_single_runs(family_model):
+    family, model = family_model
+    rows = _rows(family)
+    with fastvision.patched(model, k=2, ratio=0.5):
+        batched, batched_logits = _greedy(model, batch(family, model, rows))
+        counts = fastvision.kept_tokens(model).num_kept_image_tokens
+        for index, row in enumerate(rows):
+            single, single_logits = _greedy(model, batch(family, model, [row], seeds=[index]))
+            assert torch.equal(batched[index, -3:], single[0, -3:])
+            torch.testing.assert_close(batched_logits[index], single_logits[0], atol=1e-4, rtol=1e-4)
+            if row[1]:
+                assert fastvision.kept_tokens(model).num_kept_image_tokens == [counts[index]]
+
+
+@torch.no_grad()
+def test_cached_generation_equals_recomputation(family_model, monkeypatch):
+    """generate's cached decode equals a no-cache forward over prompt + generated tokens with the same kept set."""
+    family, model = family_model
+    inputs = batch(family, model, _rows(family))
+    prompt = inputs["input_ids"].shape[1]
+    with fastvision.patched(model, k=2, ratio=0.5):
+        sequences, step_logits = _greedy(model, inputs)
+        kept = fastvision.kept_tokens(model).kept_mask.clone()
+        steps = step_logits.shape[1]
+        extended = dict(inputs, input_ids=sequences[:, :-1])
+        extended["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones(3, steps - 1).long()], dim=1)
+        if "mm_token_type_ids" in inputs:
+            extended["mm_token_type_ids"] = torch.cat(
+                [inputs["mm_token_type_ids"], torch.zeros(3, steps - 1).long()], dim=1
+            )
+        original = FastVEngine._prefill_context
+
+        def score_at_prompt_end(self, prunable, attention_mask):  # the last *prompt* token scores, as in generate
+            context = original(self, prunable, attention_mask)
+            context.last_positions = torch.full_like(context.last_positions, prompt - 1)
+            return context
+
+        monkeypatch.setattr(FastVEngine, "_prefill_context", score_at_prompt_end)
+        full = model(**extended, position_ids=_generation_positions(model, extended)).logits
+        assert torch.equal(fastvision.kept_tokens(model).kept_mask[:, :prompt], kept)
+    torch.testing.assert_close(full[:, -steps:], step_logits, atol=1e-4, rtol=1e-4)
+
+
+def _generation_positions(model, inputs):
+    """Position ids as generate builds them (left padding skipped); None lets M-RoPE models compute theirs."""
+    if model.config.model_type.startswith("qwen"):
+        return None
+    return (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+
+
+@torch.no_grad()
+def test_measured_language_flops_equal_analytic(family_model):
+    family, model = family_model
+    inputs = batch(family, model, [([5, 6], ["image"], [7, 8, 9])])
+    inputs.pop("attention_mask")
+    tokens = inputs["input_ids"].shape[1]
+    images = int((inputs["input_ids"] == IMAGE).sum())
+    names = {module: name for name, module in model.named_modules()}
+    language = names[model.model.language_model]
+    shape = DecoderShape.from_config(model.config.text_config)
+    with fastvision.patched(model, k=2, ratio=0.5):
+        report, _ = measure_flops(lambda: model(**inputs, logits_to_keep=1))
+    kept = tokens - fastvision.FastVConfig(ratio=0.5).num_dropped(images)
+    analytic = 2 * fastv_prefill_macs(shape, tokens, k=2, kept_tokens=kept)
+    assert report.module(language) + report.module("lm_head") == pytest.approx(analytic, rel=0.01)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_modality_option_prunes_one_kind_only(modality):
+    family = FAMILIES["qwen2_vl"]
+    model = family.make()
+    inputs = batch(family, model, [([5], ["image", "video"], [7, 8])])
+    token = IMAGE if modality == "image" else VIDEO
+    other = VIDEO if modality == "image" else IMAGE
+    with fastvision.patched(model, k=2, ratio=0.5, modality=modality):
+        model(**inputs)
+        record = fastvision.kept_tokens(model)
+    ids = inputs["input_ids"][0]
+    kept = record.kept_mask[0]
+    assert bool(kept[ids == other].all())
+    assert int(kept[ids == token].sum()) == int((ids == token).sum()) - int((ids == token).sum()) // 2
