@@ -43,7 +43,10 @@ class Family:
     image: Callable[[torch.Generator], dict[str, torch.Tensor]]
     video: Callable[[torch.Generator], dict[str, torch.Tensor]] | None = None
     features: Callable[[Any, dict[str, torch.Tensor]], int] = field(default=lambda model, inputs: 0)
-    token_types: bool = False  # pass mm_token_type_ids (Qwen-VL)
+    video_features: Callable[[Any, dict[str, torch.Tensor]], int] | None = None  # default: the model's video tower
+    token_types: str | None = (
+        None  # input name of per-token modality ids: Qwen-VL's or Gemma 3's (bidirectional images)
+    )
 
     def make(self) -> Any:
         """The tiny model, with the same weights whatever ran before."""
@@ -187,6 +190,75 @@ def _qwen_features(model: Any, inputs: dict[str, torch.Tensor]) -> int:
     return int(grid.prod()) // model.config.vision_config.spatial_merge_size**2
 
 
+def _small_vision(config_class: Any, **extra: Any) -> Any:
+    return config_class(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=4,
+        **extra,
+    )  # fmt: skip
+
+
+def _mistral3() -> Any:
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig
+
+    config = Mistral3Config(
+        vision_config=_small_vision(PixtralVisionConfig, head_dim=8),
+        text_config=MistralConfig(**TEXT, sliding_window=None),
+        image_token_index=IMAGE,
+        vision_feature_layer=-1,
+    )
+    return _finish(Mistral3ForConditionalGeneration(config))
+
+
+def _internvl() -> Any:
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig, Qwen2Config
+
+    vision = InternVLVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=[32, 32],
+        patch_size=[4, 4],
+    )  # fmt: skip
+    config = InternVLConfig(
+        vision_config=vision, text_config=Qwen2Config(**TEXT), image_token_id=IMAGE, vision_feature_layer=-1
+    )
+    return _finish(InternVLForConditionalGeneration(config))
+
+
+def _gemma3() -> Any:
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+
+    layers = ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    text = Gemma3TextConfig(**{**TEXT, "head_dim": 16}, sliding_window=512, layer_types=layers)
+    config = Gemma3Config(
+        vision_config=_small_vision(SiglipVisionConfig), text_config=text, image_token_index=IMAGE,
+        mm_tokens_per_image=16, boi_token_index=102, eoi_token_index=103,
+    )  # fmt: skip
+    return _finish(Gemma3ForConditionalGeneration(config))
+
+
+def _aya_vision() -> Any:
+    from transformers import AyaVisionConfig, AyaVisionForConditionalGeneration, Cohere2Config, SiglipVisionConfig
+
+    config = AyaVisionConfig(
+        vision_config=_small_vision(SiglipVisionConfig), text_config=Cohere2Config(**TEXT, sliding_window=512),
+        image_token_index=IMAGE, downsample_factor=2, vision_feature_layer=-1,
+    )  # fmt: skip
+    return _finish(AyaVisionForConditionalGeneration(config))
+
+
+def _square_image(generator: torch.Generator) -> dict:
+    return {"pixel_values": torch.randn(1, 3, 32, 32, generator=generator)}
+
+
+def _pixtral_image(generator: torch.Generator) -> dict:
+    return {"pixel_values": torch.randn(1, 3, 32, 32, generator=generator), "image_sizes": torch.tensor([[32, 32]])}
+
+
+def _flat_features(model: Any, inputs: dict[str, torch.Tensor]) -> int:
+    features = model.model.get_image_features(**inputs, return_dict=True).pooler_output
+    if isinstance(features, (list, tuple)):
+        return int(features[0].shape[0])
+    return int(features.reshape(inputs["pixel_values"].shape[0], -1, features.shape[-1]).shape[1])
+
+
 FAMILIES: dict[str, Family] = {
     "llava": Family("llava", _llava, lambda g: {"pixel_values": torch.randn(1, 3, 16, 16, generator=g)},
                     features=_clip_features),
@@ -195,9 +267,14 @@ FAMILIES: dict[str, Family] = {
                               features=_anyres_features),
     "llava_next_video": Family("llava_next_video", _llava_next_video, _anyres_image, _video_clip,
                                features=_anyres_features),
-    "qwen2_vl": Family("qwen2_vl", _qwen2_vl, _qwen_image, _qwen_video, features=_qwen_features, token_types=True),
+    "qwen2_vl": Family("qwen2_vl", _qwen2_vl, _qwen_image, _qwen_video, features=_qwen_features,
+                       video_features=_qwen_features, token_types="mm_token_type_ids"),
     "qwen2_5_vl": Family("qwen2_5_vl", _qwen2_5_vl, _qwen_image, _qwen_video, features=_qwen_features,
-                         token_types=True),
+                         video_features=_qwen_features, token_types="mm_token_type_ids"),
+    "mistral3": Family("mistral3", _mistral3, _pixtral_image, features=_flat_features),
+    "internvl": Family("internvl", _internvl, _square_image, features=_flat_features),
+    "gemma3": Family("gemma3", _gemma3, _square_image, features=_flat_features, token_types="token_type_ids"),
+    "aya_vision": Family("aya_vision", _aya_vision, _square_image, features=_flat_features),
 }  # fmt: skip
 
 
@@ -210,8 +287,8 @@ def _video_features(model: Any, inputs: dict[str, torch.Tensor]) -> int:
 
 def media_tokens(family: Family, model: Any, kind: str, inputs: dict[str, torch.Tensor]) -> int:
     """How many placeholder tokens one image or video needs in this family."""
-    if kind == "video" and not family.token_types:
-        return _video_features(model, inputs)
+    if kind == "video":
+        return (family.video_features or _video_features)(model, inputs)
     return family.features(model, inputs)
 
 
@@ -248,7 +325,7 @@ def batch(family: Family, model: Any, rows: list[Row], seeds: list[int] | None =
         out["input_ids"][index, width - len(ids) :] = torch.tensor(ids)
         out["attention_mask"][index, width - len(ids) :] = 1
         types[index, width - len(ids) :] = torch.tensor(kinds)
-    if family.token_types:
-        out["mm_token_type_ids"] = types
+    if family.token_types is not None:
+        out[family.token_types] = types
     out.update({key: torch.cat(values) for key, values in media.items()})
     return out

@@ -80,10 +80,9 @@ def test_cached_generation_equals_recomputation(family_model, monkeypatch):
         steps = step_logits.shape[1]
         extended = dict(inputs, input_ids=sequences[:, :-1])
         extended["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones(3, steps - 1).long()], dim=1)
-        if "mm_token_type_ids" in inputs:
-            extended["mm_token_type_ids"] = torch.cat(
-                [inputs["mm_token_type_ids"], torch.zeros(3, steps - 1).long()], dim=1
-            )
+        if family.token_types is not None:
+            types = inputs[family.token_types]
+            extended[family.token_types] = torch.cat([types, torch.zeros(3, steps - 1).long()], dim=1)
         original = FastVEngine._prefill_context
 
         def score_at_prompt_end(self, prunable, attention_mask):  # the last *prompt* token scores, as in generate
