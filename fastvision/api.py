@@ -31,25 +31,31 @@ def _fastv_config(k: int | FastVConfig, ratio: float, options: dict[str, Any]) -
         return k
     if isinstance(k, dict):
         raise TypeError("Pass a FastVConfig (FastVConfig.from_dict(d)), not a dict.")
-    return FastVConfig(k=k, ratio=0.5 if ratio is _UNSET else ratio, **options)
+    if options.get("schedule") is not None:
+        if k is not _UNSET or ratio is not _UNSET:
+            raise TypeError("Pass either schedule=[(layer, ratio), ...] or k/ratio, not both.")
+        return FastVConfig(**options)
+    return FastVConfig(k=2 if k is _UNSET else k, ratio=0.5 if ratio is _UNSET else ratio, **options)
 
 
 def patch(
     model: ModelT,
-    k: int | FastVConfig = 2,
+    k: int | FastVConfig = _UNSET,
     ratio: float = _UNSET,
     *,
     scoring: str = _UNSET,
     modality: str = _UNSET,
+    schedule: list[tuple[int, float]] | None = _UNSET,
 ) -> ModelT:
     """Apply FastV visual-token pruning to ``model`` in place and return it.
 
-    ``fastvision.patch(model, k=2, ratio=0.5)`` or ``fastvision.patch(model, FastVConfig(...))``. Layers ``0..k-1``
-    see every token; layers ``k..`` see each sample's top ``n - floor(ratio * n)`` image tokens and all other tokens.
-    ``scoring`` ("last" or "mean") and ``modality`` ("all", "image" or "video") are the :class:`FastVConfig` fields
-    of the same names. Patching a model that is already patched raises; call :func:`unpatch` first.
+    ``fastvision.patch(model, k=2, ratio=0.5)`` (the defaults), ``fastvision.patch(model, FastVConfig(...))`` or
+    ``fastvision.patch(model, schedule=[(2, 0.5), (16, 0.5)])``. Layers ``0..k-1`` see every token; layers ``k..``
+    see each sample's top ``n - floor(ratio * n)`` image tokens and all other tokens. ``scoring`` ("last" or "mean"),
+    ``modality`` ("all", "image" or "video") and ``schedule`` are the :class:`FastVConfig` fields of the same names.
+    Patching a model that is already patched raises; call :func:`unpatch` first.
     """
-    config = _fastv_config(k, ratio, {"scoring": scoring, "modality": modality})
+    config = _fastv_config(k, ratio, {"scoring": scoring, "modality": modality, "schedule": schedule})
     if not isinstance(model, nn.Module):
         raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
     if get_handle(model) is not None:
@@ -59,11 +65,14 @@ def patch(
     adapter = adapter_for(model)
     adapter.check_model(model)
     num_layers = len(adapter.decoder_layers(model))
-    if config.k >= num_layers:
+    last_layer = config.stages[-1][0]
+    if last_layer >= num_layers:
+        name = "k" if config.schedule is None else "schedule layer"
         raise ValueError(
-            f"FastV k={config.k} is out of range for a text model with {num_layers} decoder layers: "
+            f"FastV {name}={last_layer} is out of range for a text model with {num_layers} decoder layers: "
             f"allowed is 1 <= k < {num_layers}."
         )
+    adapter.check_config(model, config)
     handle = PatchHandle(config=config, family=adapter.family)
     try:
         engine = FastVEngine(model, adapter, config)

@@ -12,6 +12,8 @@ import math
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from fastvision.testing import IMAGE_TOKEN_ID
+
 
 def merged_embeddings(model, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
     """Input embeddings with the image features scattered into the image-token placeholders (LLaVA's merge)."""
@@ -38,7 +40,7 @@ def _run_layers(model, hidden, positions, valid, layers):
     return hidden
 
 
-def _scores(model, hidden, positions, valid, k, scoring, prompt_length):
+def _scores(model, hidden, positions, k, scoring, prompt_rows):
     """Attention each position receives at layer k-1, from that layer's input (explicit softmax, head mean)."""
     language_model = model.model.language_model
     layer = language_model.layers[k - 1]
@@ -52,9 +54,8 @@ def _scores(model, hidden, positions, valid, k, scoring, prompt_length):
     q, key = apply_rotary_pos_emb(q, key, cos, sin)
     key = key.repeat_interleave(q.shape[1] // key.shape[1], dim=1)
     logits = (q.float() @ key.float().transpose(-1, -2)) * attention.scaling
-    allowed = (positions[None, :] <= positions[:, None]) & valid[None, :]
-    probabilities = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0).mean(1)[0]
-    prompt_rows = [i for i in range(prompt_length) if valid[i]]
+    allowed = positions[None, :] <= positions[:, None]
+    probabilities = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1).mean(1)[0]
     if scoring == "last":
         return probabilities[prompt_rows[-1]]
     return probabilities[prompt_rows].mean(0)
@@ -65,41 +66,46 @@ def reference_fastv(
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor | None,
     *,
-    k: int,
-    ratio: float,
+    k: int = 2,
+    ratio: float = 0.5,
+    schedule: list[tuple[int, float]] | None = None,
     scoring: str = "last",
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     prompt_length: int | None = None,
 ) -> tuple[list[list[int]], list[torch.Tensor]]:
-    """Per-sample kept image positions and logits at the kept non-padding positions (in order).
+    """Per-sample kept image positions (after the last stage) and logits at the kept non-padding positions.
 
-    Positions at or after ``prompt_length`` (generated tokens appended to the prompt) are never pruned and are not
-    part of scoring, mimicking a cached decode after a pruned prefill.
+    Each sample runs alone on its non-padding tokens. Positions at or after ``prompt_length`` (generated tokens
+    appended to the prompt) are never pruned and are not part of scoring, mimicking a cached decode after a pruned
+    prefill.
     """
     batch, length = input_ids.shape
     prompt_length = length if prompt_length is None else prompt_length
     attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     if position_ids is None:
         position_ids = torch.arange(length)[None].expand(batch, -1)
+    stages = schedule if schedule is not None else [(k, ratio)]
     embeds = merged_embeddings(model, input_ids, pixel_values)
     layers = model.model.language_model.layers
     kept_images, logits = [], []
     for b in range(batch):
-        valid = attention_mask[b].bool()
-        positions = position_ids[b]
-        hidden = _run_layers(model, embeds[b : b + 1], positions, valid, layers[: k - 1])
-        scores = _scores(model, hidden, positions, valid, k, scoring, prompt_length)
-        hidden = _run_layers(model, hidden, positions, valid, layers[k - 1 : k])
-        images = [i for i in range(prompt_length) if input_ids[b, i] == model.config.image_token_id and valid[i]]
-        drop = math.floor(ratio * len(images) + 1e-9)
-        dropped = set(sorted(images, key=lambda i: (float(scores[i]), i))[:drop])
-        kept_images.append(sorted(set(images) - dropped))
-        keep = [i for i in range(length) if valid[i] and i not in dropped]
-        index = torch.tensor(keep)
-        out = _run_layers(
-            model, hidden[:, index], positions[index], torch.ones(len(keep), dtype=torch.bool), layers[k:]
-        )
-        out = model.model.language_model.norm(out)
-        logits.append(model.lm_head(out)[0])
+        keep = [i for i in range(length) if attention_mask[b, i]]
+        hidden, done = embeds[b : b + 1, keep], 0
+        for stage_layer, stage_ratio in stages:
+            positions = position_ids[b, keep]
+            every = torch.ones(len(keep), dtype=torch.bool)
+            hidden = _run_layers(model, hidden, positions, every, layers[done : stage_layer - 1])
+            prompt_rows = [row for row, i in enumerate(keep) if i < prompt_length]
+            scores = _scores(model, hidden, positions, stage_layer, scoring, prompt_rows)
+            hidden = _run_layers(model, hidden, positions, every, layers[stage_layer - 1 : stage_layer])
+            images = [row for row, i in enumerate(keep) if i < prompt_length and input_ids[b, i] == IMAGE_TOKEN_ID]
+            drop = math.floor(stage_ratio * len(images) + 1e-9)
+            dropped = set(sorted(images, key=lambda row: (float(scores[row]), keep[row]))[:drop])
+            rows = [row for row in range(len(keep)) if row not in dropped]
+            hidden, keep, done = hidden[:, rows], [keep[row] for row in rows], stage_layer
+        positions = position_ids[b, keep]
+        hidden = _run_layers(model, hidden, positions, torch.ones(len(keep), dtype=torch.bool), layers[done:])
+        kept_images.append([i for i in keep if i < prompt_length and input_ids[b, i] == IMAGE_TOKEN_ID])
+        logits.append(model.lm_head(model.model.language_model.norm(hidden))[0])
     return kept_images, logits

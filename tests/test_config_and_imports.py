@@ -14,7 +14,15 @@ from fastvision import FastVConfig
 def test_config_round_trips_through_json():
     config = FastVConfig(k=3, ratio=0.75, scoring="mean")
     data = json.loads(json.dumps(config.to_dict()))
-    assert data == {"method": "fastv", "version": 1, "k": 3, "ratio": 0.75, "scoring": "mean", "modality": "all"}
+    assert data == {
+        "method": "fastv",
+        "version": 1,
+        "k": 3,
+        "ratio": 0.75,
+        "scoring": "mean",
+        "modality": "all",
+        "schedule": None,
+    }
     assert FastVConfig.from_dict(data) == config
 
 

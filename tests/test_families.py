@@ -69,12 +69,17 @@ def test_batched_rows_equal_single_runs(family_model):
 
 
 @torch.no_grad()
-def test_cached_generation_equals_recomputation(family_model, monkeypatch):
+@pytest.mark.parametrize(
+    "config",
+    [fastvision.FastVConfig(k=2, ratio=0.5), fastvision.FastVConfig(schedule=[(1, 0.5), (3, 0.5)])],
+    ids=["fastv", "schedule"],
+)
+def test_cached_generation_equals_recomputation(family_model, config, monkeypatch):
     """generate's cached decode equals a no-cache forward over prompt + generated tokens with the same kept set."""
     family, model = family_model
     inputs = batch(family, model, _rows(family))
     prompt = inputs["input_ids"].shape[1]
-    with fastvision.patched(model, k=2, ratio=0.5):
+    with fastvision.patched(model, config):
         sequences, step_logits = _greedy(model, inputs)
         kept = fastvision.kept_tokens(model).kept_mask.clone()
         steps = step_logits.shape[1]

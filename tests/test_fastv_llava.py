@@ -231,3 +231,33 @@ def test_eager_attention_padded_batch_and_cache_match_reference(scoring):
     assert kept_ref == kept_prefill
     for row in range(3):
         torch.testing.assert_close(step_logits[row], logits_ref[row][-steps:], atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("scoring", ["last", "mean"])
+def test_schedule_matches_reference(model, scoring):
+    """PyramidDrop-style stages: each stage re-ranks the tokens the previous one kept."""
+    schedule = [(1, 0.5), (3, 0.5)]
+    rows = [llava_prompt(model, [5], [7, 8, 9, 10]), [5, 6, 7], llava_prompt(model, [5, 6, 12], [7])]
+    ids, mask = left_pad(rows)
+    pixels = _pixels(2)
+    positions = positions_from_mask(mask)
+    with fastvision.patched(model, schedule=schedule, scoring=scoring):
+        logits = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, position_ids=positions).logits
+        record = fastvision.kept_tokens(model)
+        sequences, step_logits = _greedy(model, input_ids=ids, pixel_values=pixels, attention_mask=mask)
+    kept_ref, logits_ref = reference_fastv(
+        model, ids, pixels, schedule=schedule, scoring=scoring, attention_mask=mask, position_ids=positions
+    )
+    assert record.num_kept_image_tokens == [4, 0, 4]
+    for row in range(3):
+        assert record.kept_image_positions(row).tolist() == kept_ref[row]
+        torch.testing.assert_close(logits[row, -logits_ref[row].shape[0] :], logits_ref[row], atol=1e-4, rtol=1e-4)
+    steps = step_logits.shape[1]
+    full_mask = torch.cat([mask, torch.ones(3, steps - 1, dtype=mask.dtype)], dim=1)
+    _, recomputed = reference_fastv(
+        model, sequences[:, :-1], pixels, schedule=schedule, scoring=scoring, attention_mask=full_mask,
+        position_ids=positions_from_mask(full_mask), prompt_length=ids.shape[1],
+    )  # fmt: skip
+    for row in range(3):
+        torch.testing.assert_close(step_logits[row], recomputed[row][-steps:], atol=1e-4, rtol=1e-4)

@@ -86,3 +86,19 @@ def test_local_config_json_loads(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="no 'model_type'"):
         load_config(str(tmp_path / "bad.json"))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("scoring", ["last", "mean"])
+def test_schedule_flops_equal_analytic(scoring):
+    model = tiny_llava("llama")
+    ids = torch.tensor([llava_prompt(model, [5, 6], [7, 8, 9])])
+    config = fastvision.FastVConfig(schedule=[(1, 0.5), (3, 0.75)], scoring=scoring)
+    with fastvision.patched(model, config):
+        measured = _language_flops(model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32)})
+    text = ids.shape[1] - 16
+    stages = [(layer, text + kept) for (layer, _), kept in zip(config.stages, config.kept_counts(16), strict=True)]
+    assert config.kept_counts(16) == [8, 2]
+    shape = DecoderShape.from_config(model.config.text_config)
+    analytic = 2 * fastv_prefill_macs(shape, ids.shape[1], stages=stages, scoring=scoring)
+    assert measured == pytest.approx(analytic, rel=0.01)

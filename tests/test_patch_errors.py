@@ -9,7 +9,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
 
 import fastvision
-from fastvision.fastv.engine import FastVEngine
+import fastvision.fastv.engine as engine_module
 from fastvision.testing import llava_prompt, tiny_llava
 from tests.test_fastv_llava import hook_snapshot
 
@@ -48,6 +48,13 @@ def _assert_untouched(model, inputs, hooks_before, baseline):
         ({"ratio": math.nan}, ValueError, "ratio=nan"),
         ({"ratio": "0.5"}, TypeError, "ratio must be a number"),
         ({"scoring": "max"}, ValueError, "allowed: last, mean"),
+        ({"modality": "audio"}, ValueError, "allowed: all, image, video"),
+        ({"schedule": [(2, 0.5), (2, 0.5)]}, ValueError, r"layers \[2, 2\] must be strictly increasing"),
+        ({"schedule": [(3, 0.5), (1, 0.5)]}, ValueError, "strictly increasing"),
+        ({"schedule": [(1, 0.5), (2, 1.0)]}, ValueError, r"schedule\[1\] ratio=1.0 .*leave no image token"),
+        ({"schedule": [(1, 0.5), (4, 0.5)]}, ValueError, "schedule layer=4 is out of range"),
+        ({"schedule": []}, ValueError, "non-empty list"),
+        ({"schedule": [(1, 0.5)], "k": 1}, TypeError, "schedule=.* or k/ratio, not both"),
     ],
 )
 def test_bad_arguments_raise_and_leave_model_untouched(model, inputs, kwargs, error, message):
@@ -105,10 +112,11 @@ def test_failure_halfway_rolls_back(model, inputs, monkeypatch):
         baseline = model(**inputs).logits
     hooks_before = hook_snapshot(model)
 
-    def explode(self, generate):
+    def explode(model, generate):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(FastVEngine, "_guard_generate", explode)
+    # The generate guard is installed last: every hook and routed attention before it must be rolled back.
+    monkeypatch.setattr(engine_module, "guard_generate", explode)
     with pytest.raises(RuntimeError, match="injected failure"):
         fastvision.patch(model, k=2, ratio=0.5)
     _assert_untouched(model, inputs, hooks_before, baseline)

@@ -25,7 +25,7 @@ class VLMAdapter:
     family: str = ""
     text_backbones: tuple[str, ...] | None = None  # allowed text ``model_type`` values; None allows any
 
-    # -- structure ------------------------------------------------------------------------------------------------
+    # -- structure --
     def multimodal_model(self, model: nn.Module) -> nn.Module:
         """The module whose forward receives ``input_ids``, ``attention_mask`` and ``past_key_values``."""
         return getattr(model, "model", model)
@@ -42,7 +42,7 @@ class VLMAdapter:
     def attention_module(self, layer: nn.Module) -> nn.Module:
         return layer.self_attn
 
-    # -- inputs ---------------------------------------------------------------------------------------------------
+    # -- inputs --
     def bind_inputs(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Name the forward arguments of :meth:`multimodal_model` (positional ones included)."""
         if not args:
@@ -82,7 +82,7 @@ class VLMAdapter:
             masks[kind] = (embeds == placeholder).all(-1)
         return masks
 
-    # -- checks ---------------------------------------------------------------------------------------------------
+    # -- checks --
     def check_model(self, model: nn.Module) -> None:
         """Raise ValueError if this instance has a structure the engine cannot handle."""
         text_config = self.text_config(model)
@@ -97,3 +97,6 @@ class VLMAdapter:
                 f"FastV supports the attention implementations {SUPPORTED_ATTENTION}, but the text model uses "
                 f"{implementation!r}. Load the model with attn_implementation='sdpa'."
             )
+
+    def check_config(self, model: nn.Module, config: Any) -> None:
+        """Raise ValueError if this family cannot run ``config`` (e.g. a layer constraint of its own)."""

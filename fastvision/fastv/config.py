@@ -8,12 +8,31 @@ setting can be written into results JSON files and model cards.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 SCORINGS = ("last", "mean")
 MODALITIES = ("all", "image", "video")
+
+
+def dropped_count(ratio: float, num_tokens: int) -> int:
+    """``floor(ratio * n)``, with the product rounded to 9 decimals first (so ``0.3 * 10`` drops 3, not 2)."""
+    return math.floor(round(ratio * num_tokens, 9))
+
+
+def _check_stage(k: object, ratio: object, where: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"FastV {where}k must be an int, got {k!r} ({type(k).__name__}).")
+    if k < 1:
+        raise ValueError(f"FastV {where}k={k} is out of range: k must be >= 1 (layers 0..k-1 see every token).")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        raise TypeError(f"FastV {where}ratio must be a number, got {ratio!r} ({type(ratio).__name__}).")
+    if not (math.isfinite(ratio) and 0.0 <= ratio < 1.0):
+        raise ValueError(
+            f"FastV {where}ratio={ratio!r} is out of range: allowed is 0 <= ratio < 1 (1 would leave no image token)."
+        )
 
 
 @dataclass(frozen=True)
@@ -23,6 +42,11 @@ class FastVConfig:
     ``scoring="last"`` ranks image tokens by the attention row of the last prompt token (as in the official code,
     github.com/pkunlp-icler/FastV); ``scoring="mean"`` averages the rows of every non-padding query (the paper's
     wording, §4.1). Both rows are the softmax after RoPE and masks, averaged over heads.
+
+    ``schedule`` drops tokens in several stages, PyramidDrop-style (Xing et al., arXiv 2410.17247, §3.2): at each
+    ``(layer, ratio)`` the still-kept image tokens are re-ranked at ``layer - 1`` and ``ratio`` of them are dropped,
+    e.g. ``((2, 0.5), (16, 0.5))`` keeps 50% after layer 2 and 25% after layer 16. A one-stage schedule is plain
+    FastV; ``k``/``ratio`` always equal the first stage.
     """
 
     k: int = field(default=2, metadata={"help": "Layers 0..k-1 see every token; pruning happens before layer k."})
@@ -34,34 +58,58 @@ class FastVConfig:
         default="all",
         metadata={"help": "Prunable tokens: 'all' (image and video, ranked together), 'image' or 'video'."},
     )
+    schedule: tuple[tuple[int, float], ...] | None = field(
+        default=None,
+        metadata={"help": "Multi-stage drops: strictly increasing layers, each with the fraction of the remaining "
+                  "image tokens it drops. None means the single stage (k, ratio)."},
+    )  # fmt: skip
 
     method: ClassVar[str] = "fastv"
     version: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int):
-            raise TypeError(f"FastV k must be an int, got {self.k!r} ({type(self.k).__name__}).")
-        if self.k < 1:
-            raise ValueError(f"FastV k={self.k} is out of range: k must be >= 1 (layers 0..k-1 see every token).")
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
-            raise TypeError(f"FastV ratio must be a number, got {self.ratio!r} ({type(self.ratio).__name__}).")
-        if not (math.isfinite(self.ratio) and 0.0 <= self.ratio < 1.0):
-            raise ValueError(f"FastV ratio={self.ratio!r} is out of range: allowed is 0 <= ratio < 1.")
+        if self.schedule is not None:
+            stages = tuple(tuple(stage) for stage in self.schedule)
+            if not stages or any(len(stage) != 2 for stage in stages):
+                raise ValueError(f"FastV schedule={self.schedule!r} must be a non-empty list of (layer, ratio) pairs.")
+            for index, (k, ratio) in enumerate(stages):
+                _check_stage(k, ratio, f"schedule[{index}] ")
+            layers = [k for k, _ in stages]
+            if any(b <= a for a, b in itertools.pairwise(layers)):
+                raise ValueError(f"FastV schedule layers {layers} must be strictly increasing.")
+            stages = tuple((k, float(ratio)) for k, ratio in stages)
+            object.__setattr__(self, "schedule", stages)
+            object.__setattr__(self, "k", stages[0][0])
+            object.__setattr__(self, "ratio", stages[0][1])
+        _check_stage(self.k, self.ratio, "")
         if self.scoring not in SCORINGS:
             raise ValueError(f"FastV scoring={self.scoring!r} is unknown; allowed: {', '.join(SCORINGS)}.")
         if self.modality not in MODALITIES:
             raise ValueError(f"FastV modality={self.modality!r} is unknown; allowed: {', '.join(MODALITIES)}.")
         object.__setattr__(self, "ratio", float(self.ratio))
 
-    def num_dropped(self, num_image_tokens: int) -> int:
-        """How many of ``num_image_tokens`` tokens one sample drops: ``floor(ratio * n)``.
+    @property
+    def stages(self) -> tuple[tuple[int, float], ...]:
+        """The ``(layer, ratio)`` stages, one for plain FastV."""
+        return self.schedule if self.schedule is not None else ((self.k, self.ratio),)
 
-        The product is rounded to 9 decimals first so that e.g. ``0.3 * 10`` drops 3 tokens, not 2.
-        """
-        return math.floor(round(self.ratio * num_image_tokens, 9))
+    def num_dropped(self, num_image_tokens: int) -> int:
+        """How many of ``num_image_tokens`` tokens one sample drops at the first stage: ``floor(ratio * n)``."""
+        return dropped_count(self.ratio, num_image_tokens)
+
+    def kept_counts(self, num_image_tokens: int) -> list[int]:
+        """Image tokens one sample still has after each stage."""
+        remaining, counts = num_image_tokens, []
+        for _, ratio in self.stages:
+            remaining -= dropped_count(ratio, remaining)
+            counts.append(remaining)
+        return counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "version": self.version, **asdict(self)}
+        data = {"method": self.method, "version": self.version, **asdict(self)}
+        if self.schedule is not None:
+            data["schedule"] = [list(stage) for stage in self.schedule]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FastVConfig:

@@ -9,12 +9,14 @@ One forward of a patched VLM, in the order the pieces act (shared/DESIGN.md §1)
    mask, so those layers compute on the kept tokens only, with their original positions;
 4. in decode steps the pruned cache layers hold fewer keys than layer 0, so only the mask's key axis is gathered.
 
-State lives in a thread-local stack (one context per forward) and in a per-cache table for decoding, so concurrent
-requests on one model never share kept-token state.
+A schedule repeats 2-3 per stage: each stage re-ranks the tokens the previous stage kept. State lives in a
+thread-local stack (one context per forward) and in a per-cache table for decoding, so concurrent requests on one
+model never share kept-token state.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
 import sys
@@ -29,8 +31,9 @@ import torch
 from torch import nn
 
 from fastvision.fastv.adapter import VLMAdapter
-from fastvision.fastv.config import FastVConfig
+from fastvision.fastv.config import FastVConfig, dropped_count
 from fastvision.fastv.gather import causal_mask, gather_key_axis, gather_square_mask, gather_tokens
+from fastvision.fastv.guards import guard_generate, refuse_labels
 from fastvision.fastv.record import KeptTokens
 from fastvision.fastv.scoring import (
     ATTENTION_NAME,
@@ -39,44 +42,43 @@ from fastvision.fastv.scoring import (
     attention_received,
     register_scoring_attention,
 )
-from fastvision.fastv.selection import Selection, select_tokens
+from fastvision.fastv.selection import StageSelection, compose, select_tokens
 from fastvision.handle import PatchHandle, set_attribute
 
 
 @dataclass
 class DecodeState:
-    """What decode steps need to know about a cache that a pruned prefill filled."""
+    """What decode steps need to know about a cache that a pruned prefill filled: each stage's kept positions."""
 
-    index: torch.Tensor  # (B, L') original positions held by the pruned cache layers
-    valid: torch.Tensor  # (B, L') False for slots
+    stages: list[StageSelection]
     prefill_length: int
-    has_slots: bool
 
 
 @dataclass
 class ForwardContext:
     mode: str  # "off" (run unchanged), "prefill" (score and prune) or "decode" (pruned cache)
     prunable: torch.Tensor | None = None
-    num_drop: list[int] = field(default_factory=list)
+    remaining: list[int] = field(default_factory=list)  # image tokens each row still has
     last_positions: torch.Tensor | None = None
     query_valid: torch.Tensor | None = None
-    selection: Selection | None = None
+    stages: list[StageSelection] = field(default_factory=list)
     decode: DecodeState | None = None
     total_length: int = 0
     query_length: int = 0
     continuation: bool = False  # the cache already held tokens: a decode step, not a prefill
-    memo: dict[int, tuple[Any, Any]] = field(default_factory=dict)
+    memo: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)
 
-    def memoized(self, original: Any, build: Callable[[Any], Any]) -> Any:
-        """Build the pruned version of ``original`` once per forward and per original object.
+    def memoized(self, stage: int, original: Any, build: Callable[[Any], Any]) -> Any:
+        """Build the pruned version of ``original`` once per forward, stage and original object.
 
         Memoizing per object (not once per forward) matters for families that pass different RoPE tables or masks to
         different layer types (DESIGN.md §3).
         """
-        entry = self.memo.get(id(original))
+        key = (stage, id(original))
+        entry = self.memo.get(key)
         if entry is None or entry[0] is not original:
             entry = (original, build(original))
-            self.memo[id(original)] = entry
+            self.memo[key] = entry
         return entry[1]
 
 
@@ -91,34 +93,40 @@ class FastVEngine:
         self.language_model = adapter.language_model(model)
         self.text_config = adapter.text_config(model)
         self.layers = adapter.decoder_layers(model)
-        self.scoring_module = adapter.attention_module(self.layers[config.k - 1])
+        self.stage_layers = [k for k, _ in config.stages]
         self._local = threading.local()
         self._decode_states: weakref.WeakKeyDictionary[Any, DecodeState] = weakref.WeakKeyDictionary()
 
     # -- installation --
     def install(self, handle: PatchHandle) -> None:
-        base_config = self.scoring_module.config
-        eager = getattr(sys.modules[type(self.scoring_module).__module__], "eager_attention_forward", None)
-        if base_config._attn_implementation == "eager" and eager is None:
-            raise ValueError(f"{type(self.scoring_module).__name__} has no eager attention function to delegate to.")
         register_scoring_attention()
-        site = ScoringSite(observer=self._observe_scoring, base_config=base_config, eager_attention=eager)
-        handle.record("attach scoring site", attach_site(self.scoring_module, site))
-        routed = copy.copy(base_config)
-        routed._attn_implementation_internal = ATTENTION_NAME
-        set_attribute(handle, self.scoring_module, "config", routed)
-
+        for stage, k in enumerate(self.stage_layers):
+            self._route_scoring(handle, self.adapter.attention_module(self.layers[k - 1]), stage)
         self._register(handle, self.multimodal.register_forward_pre_hook(self._begin_forward, with_kwargs=True))
         self._register(
             handle, self.multimodal.register_forward_hook(self._end_forward, with_kwargs=True, always_call=True)
         )
-        for index in range(self.config.k, len(self.layers)):
-            hook = functools.partial(self._layer_pre_hook, first=index == self.config.k)
+        for index in range(self.stage_layers[0], len(self.layers)):
+            stage = bisect.bisect_right(self.stage_layers, index) - 1
+            hook = functools.partial(self._layer_pre_hook, stage=stage, first=index == self.stage_layers[stage])
             self._register(handle, self.layers[index].register_forward_pre_hook(hook, with_kwargs=True))
         if self.model is not self.multimodal:
-            self._register(handle, self.model.register_forward_pre_hook(self._refuse_labels, with_kwargs=True))
+            hook = refuse_labels(self.config)
+            self._register(handle, self.model.register_forward_pre_hook(hook, with_kwargs=True))
         if callable(getattr(self.model, "generate", None)):
-            set_attribute(handle, self.model, "generate", self._guard_generate(self.model.generate))
+            set_attribute(handle, self.model, "generate", guard_generate(self.model, self.model.generate))
+
+    def _route_scoring(self, handle: PatchHandle, module: nn.Module, stage: int) -> None:
+        """Give ``module`` its own config copy whose attention implementation is the scoring wrapper."""
+        base_config = module.config
+        eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+        if base_config._attn_implementation == "eager" and eager is None:
+            raise ValueError(f"{type(module).__name__} has no eager attention function to delegate to.")
+        observer = functools.partial(self._observe_scoring, stage)
+        handle.record("attach scoring site", attach_site(module, ScoringSite(observer, base_config, eager)))
+        routed = copy.copy(base_config)
+        routed._attn_implementation_internal = ATTENTION_NAME
+        set_attribute(handle, module, "config", routed)
 
     @staticmethod
     def _register(handle: PatchHandle, hook: torch.utils.hooks.RemovableHandle) -> None:
@@ -153,15 +161,15 @@ class FastVEngine:
         self._finish_prefill(context, getattr(output, "past_key_values", None))
 
     def _finish_prefill(self, context: ForwardContext, cache: Any) -> None:
-        selection = context.selection
-        if context.mode == "off" or selection is None:
+        if context.mode == "off" or len(context.stages) != len(self.stage_layers):
             self._local.last = None
             return
-        self._local.last = KeptTokens(self.config, selection.prunable, selection.kept, selection.scores)
-        if cache is not None and not selection.identity:
-            self._decode_states[cache] = DecodeState(
-                selection.index, selection.valid, int(selection.kept.shape[1]), selection.has_slots
-            )
+        first, last = context.stages[0], context.stages[-1]
+        length = first.relative.kept.shape[1]
+        kept = torch.zeros_like(first.relative.kept).scatter(1, last.index, last.valid)
+        self._local.last = KeptTokens(self.config, context.prunable.to(kept.device), kept, first.relative.scores)
+        if cache is not None and not last.identity:
+            self._decode_states[cache] = DecodeState(list(context.stages), int(length))
 
     @contextmanager
     def prefill(self, prunable: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Iterator[None]:
@@ -221,8 +229,7 @@ class FastVEngine:
 
     def _prefill_context(self, prunable: torch.Tensor, attention_mask: torch.Tensor | None) -> ForwardContext:
         batch, length = prunable.shape
-        counts = prunable.sum(dim=1).tolist()
-        num_drop = [self.config.num_dropped(int(count)) for count in counts]
+        counts = [int(count) for count in prunable.sum(dim=1).tolist()]
         if attention_mask is not None and attention_mask.dim() != 2:
             raise NotImplementedError(
                 f"FastV needs a 2-D (batch, sequence) attention_mask; got shape {tuple(attention_mask.shape)}."
@@ -234,7 +241,7 @@ class FastVEngine:
         # The last non-padding position of each row (left or right padding alike).
         positions = torch.arange(length, device=query_valid.device)
         last_positions = torch.where(query_valid, positions, -1).amax(dim=1).clamp_min(0)
-        return ForwardContext("prefill", prunable, num_drop, last_positions, query_valid)
+        return ForwardContext("prefill", prunable, counts, last_positions, query_valid)
 
     def _check_cache(self, cache: Any) -> None:
         if cache is None:
@@ -257,117 +264,88 @@ class FastVEngine:
 
     # -- scoring and pruning --
     def _observe_scoring(
-        self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: Any, scaling: float
+        self, stage: int, module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: Any, scaling: float
     ) -> None:
         context = self._current()
-        if context is None or context.mode != "prefill" or context.selection is not None:
+        if context is None or context.mode != "prefill" or len(context.stages) != stage:
             return
         device = query.device
-        scores = attention_received(
-            query,
-            key,
-            mask,
-            scaling,
-            self.config.scoring,
-            context.last_positions.to(device),
-            context.query_valid.to(device),
-        )
-        context.selection = select_tokens(scores, context.prunable.to(device), context.num_drop)
+        previous = context.stages[-1] if stage > 0 else None
+        prunable = context.prunable.to(device)
+        query_valid = context.query_valid.to(device)
+        last_positions = context.last_positions.to(device)
+        if previous is not None:  # this stage sees the previous stage's tokens (slot coordinates)
+            prunable = torch.gather(prunable, 1, previous.index) & previous.valid
+            query_valid = torch.gather(query_valid, 1, previous.index) & previous.valid
+            last_positions = (previous.index == last_positions[:, None]).to(torch.uint8).argmax(dim=1)
+        scores = attention_received(query, key, mask, scaling, self.config.scoring, last_positions, query_valid)
+        ratio = self.config.stages[stage][1]
+        drops = [dropped_count(ratio, remaining) for remaining in context.remaining]
+        context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]
+        context.stages.append(compose(previous, select_tokens(scores, prunable, drops)))
 
     def _layer_pre_hook(
-        self, layer: nn.Module, args: tuple, kwargs: dict[str, Any], first: bool
+        self, layer: nn.Module, args: tuple, kwargs: dict[str, Any], stage: int, first: bool
     ) -> tuple[tuple, dict[str, Any]] | None:
         context = self._current()
         if context is None or context.mode == "off":
             return None
         if context.mode == "decode":
-            return self._decode_inputs(context, args, kwargs)
-        selection = context.selection
-        if selection is None:
-            raise RuntimeError("FastV: the scoring layer did not run before the first pruned layer.")
+            return self._decode_inputs(context, stage, args, kwargs)
+        if len(context.stages) <= stage:
+            raise RuntimeError(f"FastV: the scoring layer of stage {stage} did not run before its first pruned layer.")
+        selection = context.stages[stage]
         if selection.identity:
             return None
-        if first:
-            args, kwargs = _map_hidden(args, kwargs, lambda hidden: gather_tokens(hidden, selection.index))
+        if first and not selection.relative.identity:
+            args, kwargs = _map_hidden(args, kwargs, lambda hidden: gather_tokens(hidden, selection.relative.index))
         kwargs = dict(kwargs)
         mask = kwargs.get("attention_mask")
         if mask is not None or selection.has_slots:
-            kwargs["attention_mask"] = context.memoized(mask, lambda m: self._prefill_mask(m, selection))
+            length = context.prunable.shape[1]
+            kwargs["attention_mask"] = context.memoized(stage, mask, lambda m: _prefill_mask(m, selection, length))
         if kwargs.get("position_embeddings") is not None:
             kwargs["position_embeddings"] = context.memoized(
-                kwargs["position_embeddings"], lambda pair: tuple(gather_tokens(t, selection.index) for t in pair)
+                stage,
+                kwargs["position_embeddings"],
+                lambda pair: tuple(gather_tokens(t, selection.index) for t in pair),
             )
         if kwargs.get("position_ids") is not None:
             kwargs["position_ids"] = context.memoized(
-                kwargs["position_ids"], lambda ids: gather_tokens(ids, selection.index, dim=ids.dim() - 1)
+                stage, kwargs["position_ids"], lambda ids: gather_tokens(ids, selection.index, dim=ids.dim() - 1)
             )
         return args, kwargs
-
-    @staticmethod
-    def _prefill_mask(mask: torch.Tensor | None, selection: Selection) -> torch.Tensor:
-        if mask is None:
-            length = selection.kept.shape[1]
-            mask = causal_mask(torch.arange(length, device=selection.index.device), length)
-        return gather_square_mask(mask, selection.index, selection.valid)
 
     def _decode_inputs(
-        self, context: ForwardContext, args: tuple, kwargs: dict[str, Any]
+        self, context: ForwardContext, stage: int, args: tuple, kwargs: dict[str, Any]
     ) -> tuple[tuple, dict[str, Any]] | None:
-        state = context.decode
+        selection = context.decode.stages[stage]
         mask = kwargs.get("attention_mask")
-        if mask is None and not state.has_slots:
+        if selection.identity or (mask is None and not selection.has_slots):
             return None  # every pruned row holds the same keys and nothing is masked: SDPA's defaults are right
         kwargs = dict(kwargs)
-        kwargs["attention_mask"] = context.memoized(mask, lambda m: self._decode_mask(m, context))
+        kwargs["attention_mask"] = context.memoized(stage, mask, lambda m: _decode_mask(m, context, selection))
         return args, kwargs
 
-    @staticmethod
-    def _decode_mask(mask: torch.Tensor | None, context: ForwardContext) -> torch.Tensor:
-        state = context.decode
-        total = mask.shape[-1] if mask is not None else context.total_length
-        device = state.index.device
-        if mask is None:
-            mask = causal_mask(torch.arange(total - context.query_length, total, device=device), total)
-        batch = state.index.shape[0]
-        fresh = torch.arange(state.prefill_length, total, device=device).expand(batch, -1)
-        key_index = torch.cat([state.index, fresh], dim=1)
-        key_valid = torch.cat([state.valid, torch.ones_like(fresh, dtype=torch.bool)], dim=1)
-        return gather_key_axis(mask, key_index, key_valid)
 
-    # -- guards --
-    def _refuse_labels(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        if kwargs.get("labels") is not None and self.config.ratio > 0:
-            raise ValueError(
-                "labels cannot be passed to a FastV-patched model with ratio > 0: pruned forwards return logits for "
-                "the kept tokens only. Compute the loss yourself from fastvision.kept_tokens(model), or unpatch."
-            )
+def _prefill_mask(mask: torch.Tensor | None, selection: StageSelection, length: int) -> torch.Tensor:
+    """The stage's (B, 1, L_s, L_s) mask, gathered from the original (B|1, 1, L, L) mask (or causal when None)."""
+    if mask is None:
+        mask = causal_mask(torch.arange(length, device=selection.index.device), length)
+    return gather_square_mask(mask, selection.index, selection.valid)
 
-    def _guard_generate(self, generate: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(generate)
-        def guarded_generate(*args: Any, **kwargs: Any) -> Any:
-            self._check_generation(kwargs)
-            return generate(*args, **kwargs)
 
-        return guarded_generate
-
-    def _check_generation(self, kwargs: dict[str, Any]) -> None:
-        generation_config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
-
-        def setting(name: str) -> Any:
-            return kwargs[name] if name in kwargs else getattr(generation_config, name, None)
-
-        if (setting("num_beams") or 1) > 1:
-            raise NotImplementedError(
-                f"FastV does not support beam search yet (num_beams={setting('num_beams')}); use num_beams=1."
-            )
-        if kwargs.get("assistant_model") is not None or setting("prompt_lookup_num_tokens"):
-            raise NotImplementedError("FastV does not support assisted or prompt-lookup decoding yet.")
-        implementation = setting("cache_implementation")
-        if implementation not in (None, "dynamic"):
-            raise NotImplementedError(
-                f"FastV supports the dynamic cache only, got cache_implementation={implementation!r}; "
-                "leave it unset or use 'dynamic'."
-            )
+def _decode_mask(mask: torch.Tensor | None, context: ForwardContext, selection: StageSelection) -> torch.Tensor:
+    prefill_length = context.decode.prefill_length
+    total = mask.shape[-1] if mask is not None else context.total_length
+    device = selection.index.device
+    if mask is None:
+        mask = causal_mask(torch.arange(total - context.query_length, total, device=device), total)
+    batch = selection.index.shape[0]
+    fresh = torch.arange(prefill_length, total, device=device).expand(batch, -1)
+    key_index = torch.cat([selection.index, fresh], dim=1)
+    key_valid = torch.cat([selection.valid, torch.ones_like(fresh, dtype=torch.bool)], dim=1)
+    return gather_key_axis(mask, key_index, key_valid)
 
 
 def _map_hidden(args: tuple, kwargs: dict[str, Any], fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[tuple, dict]:

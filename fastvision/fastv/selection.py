@@ -51,3 +51,29 @@ def select_tokens(scores: torch.Tensor, prunable: torch.Tensor, num_drop: list[i
     index = order[:, length - kept_length :]
     valid = torch.gather(kept, 1, index)
     return Selection(index, valid, kept, scores, prunable, identity=False, has_slots=min(num_drop) != max(num_drop))
+
+
+@dataclass
+class StageSelection:
+    """One stage of a schedule: its selection in the previous stage's coordinates, composed to original positions."""
+
+    relative: Selection  # over the sequence this stage's scoring layer saw
+    index: torch.Tensor  # (B, L_s) original positions the stage's layers see
+    valid: torch.Tensor  # (B, L_s) False for slots
+    identity: bool  # no stage so far dropped anything: the layers run unchanged
+    has_slots: bool
+
+
+def compose(previous: StageSelection | None, relative: Selection) -> StageSelection:
+    """Express ``relative`` (chosen among the previous stage's tokens) in original sequence positions."""
+    if previous is None:
+        return StageSelection(relative, relative.index, relative.valid, relative.identity, relative.has_slots)
+    index = torch.gather(previous.index, 1, relative.index)
+    valid = torch.gather(previous.valid, 1, relative.index) & relative.valid
+    return StageSelection(
+        relative,
+        index,
+        valid,
+        previous.identity and relative.identity,
+        previous.has_slots or relative.has_slots,
+    )

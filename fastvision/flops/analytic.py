@@ -9,6 +9,7 @@ reduces to the paper's formula for the paper's assumptions. Like FlopCounterMode
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,26 +58,27 @@ def fastv_prefill_macs(
     *,
     k: int | None = None,
     kept_tokens: int | None = None,
+    stages: list[tuple[int, int]] | None = None,
     scoring: str = "last",
     logits: int = 1,
 ) -> int:
-    """Multiply-adds of a prefill: ``k`` layers on all ``tokens``, the rest on ``kept_tokens``, plus the LM head.
+    """Multiply-adds of a prefill of ``tokens`` tokens, plus the LM head on ``logits`` positions.
 
-    With ``k=None`` the prefill is unpruned. ``scoring`` adds the score row(s) computed at layer ``k-1``: one query
-    row for ``"last"``, every row for ``"mean"``. ``logits`` is the number of positions the LM head projects
-    (``generate`` asks for 1).
+    Pruning is given either as ``k``/``kept_tokens`` (one stage) or as ``stages``: ``(layer, tokens)`` pairs, each
+    meaning that layers from ``layer`` on run on ``tokens`` tokens. With neither, the prefill is unpruned. Each stage
+    adds its score row(s) at ``layer - 1``: one query row for ``"last"``, every row for ``"mean"``.
     """
-    if k is None:
-        return shape.layers * decoder_layer_macs(shape, tokens) + logits * shape.hidden * shape.vocab
-    kept = tokens if kept_tokens is None else kept_tokens
-    score_rows = 1 if scoring == "last" else tokens
-    scoring_macs = score_rows * tokens * shape.heads * shape.head_dim
-    return (
-        k * decoder_layer_macs(shape, tokens)
-        + (shape.layers - k) * decoder_layer_macs(shape, kept)
-        + scoring_macs
-        + logits * shape.hidden * shape.vocab
-    )
+    if stages is None:
+        stages = [] if k is None else [(k, tokens if kept_tokens is None else kept_tokens)]
+    boundaries = [0] + [layer for layer, _ in stages] + [shape.layers]
+    counts = [tokens] + [count for _, count in stages]
+    macs = logits * shape.hidden * shape.vocab
+    for (start, stop), count in zip(itertools.pairwise(boundaries), counts, strict=True):
+        macs += (stop - start) * decoder_layer_macs(shape, count)
+    for before in counts[:-1]:  # the score rows of each stage, over the tokens its scoring layer sees
+        rows = 1 if scoring == "last" else before
+        macs += rows * before * shape.heads * shape.head_dim
+    return macs
 
 
 def fastv_paper_macs(hidden: int, ffn: int, layers: int, tokens: int, k: int | None = None, kept: int = 0) -> int:

@@ -1,0 +1,56 @@
+"""What a patched model refuses rather than answers wrongly: generation modes and arguments FastV cannot honour."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from fastvision.fastv.config import FastVConfig
+
+
+def refuse_labels(config: FastVConfig) -> Callable[[nn.Module, tuple, dict[str, Any]], None]:
+    """Forward pre-hook: pruned forwards return logits for the kept tokens only, so a loss over labels is wrong."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if kwargs.get("labels") is not None and any(ratio > 0 for _, ratio in config.stages):
+            raise ValueError(
+                "labels cannot be passed to a FastV-patched model with ratio > 0: pruned forwards return logits for "
+                "the kept tokens only. Compute the loss yourself from fastvision.kept_tokens(model), or unpatch."
+            )
+
+    return hook
+
+
+def check_generation(model: nn.Module, kwargs: dict[str, Any]) -> None:
+    """Raise for generation modes whose cache handling would be wrong after pruning."""
+    generation_config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+
+    def setting(name: str) -> Any:
+        return kwargs[name] if name in kwargs else getattr(generation_config, name, None)
+
+    if (setting("num_beams") or 1) > 1:
+        raise NotImplementedError(
+            f"FastV does not support beam search yet (num_beams={setting('num_beams')}); use num_beams=1."
+        )
+    if kwargs.get("assistant_model") is not None or setting("prompt_lookup_num_tokens"):
+        raise NotImplementedError("FastV does not support assisted or prompt-lookup decoding yet.")
+    implementation = setting("cache_implementation")
+    if implementation not in (None, "dynamic"):
+        raise NotImplementedError(
+            f"FastV supports the dynamic cache only, got cache_implementation={implementation!r}; "
+            "leave it unset or use 'dynamic'."
+        )
+
+
+def guard_generate(model: nn.Module, generate: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a bound ``generate`` so unsupported modes raise before any work."""
+
+    @functools.wraps(generate)
+    def guarded_generate(*args: Any, **kwargs: Any) -> Any:
+        check_generation(model, kwargs)
+        return generate(*args, **kwargs)
+
+    return guarded_generate
