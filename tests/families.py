@@ -31,6 +31,7 @@ CLIP = {
     "projection_dim": 32,
 }
 IMAGE, VIDEO = 100, 101
+SEPARATOR = 11
 MROPE = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
 
 
@@ -244,6 +245,21 @@ def _aya_vision() -> Any:
     return _finish(AyaVisionForConditionalGeneration(config))
 
 
+def _qwen3_vl() -> Any:
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    rope = {**MROPE, "mrope_interleaved": True}
+    text = {**TEXT, "head_dim": 16, "bos_token_id": None, "eos_token_id": None, "rope_parameters": rope}
+    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "out_hidden_size": 64, "num_heads": 4,
+              "patch_size": 4, "spatial_merge_size": 2, "deepstack_visual_indexes": [0, 1],
+              "num_position_embeddings": 64}  # fmt: skip
+    config = Qwen3VLConfig(
+        text_config=text, vision_config=vision, image_token_id=IMAGE, video_token_id=VIDEO,
+        vision_start_token_id=102, vision_end_token_id=103,
+    )  # fmt: skip
+    return _finish(Qwen3VLForConditionalGeneration(config))
+
+
 def _square_image(generator: torch.Generator) -> dict:
     return {"pixel_values": torch.randn(1, 3, 32, 32, generator=generator)}
 
@@ -271,6 +287,8 @@ FAMILIES: dict[str, Family] = {
                        video_features=_qwen_features, token_types="mm_token_type_ids"),
     "qwen2_5_vl": Family("qwen2_5_vl", _qwen2_5_vl, _qwen_image, _qwen_video, features=_qwen_features,
                          video_features=_qwen_features, token_types="mm_token_type_ids"),
+    "qwen3_vl": Family("qwen3_vl", _qwen3_vl, _qwen_image, features=_qwen_features,
+                       token_types="mm_token_type_ids"),
     "mistral3": Family("mistral3", _mistral3, _pixtral_image, features=_flat_features),
     "internvl": Family("internvl", _internvl, _square_image, features=_flat_features),
     "gemma3": Family("gemma3", _gemma3, _square_image, features=_flat_features, token_types="token_type_ids"),
@@ -306,7 +324,9 @@ def batch(family: Family, model: Any, rows: list[Row], seeds: list[int] | None =
     for (prefix, kinds, suffix), seed in zip(rows, seeds, strict=True):
         generator = torch.Generator().manual_seed(seed)
         ids, types = list(prefix), [0] * len(prefix)
-        for kind in kinds:
+        for number, kind in enumerate(kinds):
+            if number:  # a text token between media, as processors put vision start/end tokens there
+                ids, types = [*ids, SEPARATOR], [*types, 0]
             inputs = (family.image if kind == "image" else family.video)(generator)
             count = media_tokens(family, model, kind, inputs)
             ids += [IMAGE if kind == "image" else VIDEO] * count

@@ -41,7 +41,7 @@ def test_ratio_zero_and_unpatch_are_bit_identical(family_model):
     with fastvision.patched(model, k=2, ratio=0.0):
         assert torch.equal(model(**inputs).logits, baseline)
         assert torch.equal(_greedy(model, inputs)[0], tokens)
-    fastvision.patch(model, k=1, ratio=0.75)
+    fastvision.patch(model, k=2, ratio=0.75)
     model(**inputs)
     record = fastvision.kept_tokens(model)
     assert [n - n * 3 // 4 for n in record.num_image_tokens] == record.num_kept_image_tokens
@@ -71,7 +71,7 @@ def test_batched_rows_equal_single_runs(family_model):
 @torch.no_grad()
 @pytest.mark.parametrize(
     "config",
-    [fastvision.FastVConfig(k=2, ratio=0.5), fastvision.FastVConfig(schedule=[(1, 0.5), (3, 0.5)])],
+    [fastvision.FastVConfig(k=2, ratio=0.5), fastvision.FastVConfig(schedule=[(2, 0.5), (3, 0.5)])],
     ids=["fastv", "schedule"],
 )
 def test_cached_generation_equals_recomputation(family_model, config, monkeypatch):
@@ -140,3 +140,12 @@ def test_modality_option_prunes_one_kind_only(modality):
     kept = record.kept_mask[0]
     assert bool(kept[ids == other].all())
     assert int(kept[ids == token].sum()) == int((ids == token).sum()) - int((ids == token).sum()) // 2
+
+
+def test_qwen3_vl_needs_k_at_least_the_deepstack_depth():
+    model = FAMILIES["qwen3_vl"].make()
+    hooks = hook_snapshot(model)
+    for bad in ({"k": 1}, {"schedule": [(1, 0.5), (3, 0.5)]}):
+        with pytest.raises(ValueError, match=r"first 2 layers, so FastV needs k >= 2; got k=1"):
+            fastvision.patch(model, **bad)
+        assert not fastvision.is_patched(model) and hook_snapshot(model) == hooks
