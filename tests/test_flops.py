@@ -102,3 +102,24 @@ def test_schedule_flops_equal_analytic(scoring):
     shape = DecoderShape.from_config(model.config.text_config)
     analytic = 2 * fastv_prefill_macs(shape, ids.shape[1], stages=stages, scoring=scoring)
     assert measured == pytest.approx(analytic, rel=0.01)
+
+
+@pytest.mark.parametrize("preset", ["qwen2-vl-7b", "qwen2.5-vl-7b"])
+def test_qwen_presets_count_the_language_model(preset, capsys):
+    assert main(["flops", preset, "--ratio", "0.5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["image_tokens"] == 256 and result["vision_counted"] is False
+    (row,) = result["settings"]
+    assert row["kept_image_tokens"] == 128 and row["total_flops"] is None
+    assert row["language_flops"] == row["analytic_language_flops"]
+    assert result["baseline"]["language_flops"] == result["baseline"]["analytic_language_flops"]
+
+
+def test_flops_cli_schedule(capsys):
+    assert main(["flops", "llava-1.5-7b", "--schedule", "2:0.5", "16:0.5", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["settings"]
+    assert row["config"]["schedule"] == [[2, 0.5], [16, 0.5]]
+    assert row["kept_image_tokens"] == 144
+    assert row["language_flops"] == row["analytic_language_flops"]
+    assert main(["flops", "llava-1.5-7b", "--schedule", "2-0.5"]) == 2
+    assert "LAYER:RATIO" in capsys.readouterr().err

@@ -9,6 +9,7 @@ tower and the language model are run as two measured calls; the language model r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import torch
 from fastvision.fastv.config import FastVConfig
 from fastvision.flops.counter import measure_flops
 
-# Public config values (llava-hf/llava-1.5-{7b,13b}-hf config.json; REFERENCE.md "Real configs").
+# Public config values (llava-hf/llava-1.5-{7b,13b}-hf, Qwen/Qwen2-VL-7B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct
+# config.json; REFERENCE.md "Real configs").
 _CLIP_L14_336 = {
     "hidden_size": 1024,
     "intermediate_size": 4096,
@@ -28,24 +30,76 @@ _CLIP_L14_336 = {
     "patch_size": 14,
     "projection_dim": 768,
 }
-_LLAVA_COMMON = {"image_token_id": 32000, "vision_feature_layer": -2, "vision_feature_select_strategy": "default"}
-PRESETS: dict[str, dict[str, Any]] = {
+_LLAVA_TEXT = {
     "llava-1.5-7b": {
-        "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32},
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
     },
     "llava-1.5-13b": {
-        "text": {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40, "num_attention_heads": 40},
+        "hidden_size": 5120,
+        "intermediate_size": 13824,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 40,
     },
+}
+_QWEN_TEXT = {
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 32768,
+    "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0},
+}
+# Qwen's default processor turns a 448x448 image into a 32x32 patch grid, merged 2x2 into 256 tokens.
+QWEN_IMAGE_TOKENS = 256
+
+
+def _llava_preset(name: str) -> Any:
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    text = LlamaConfig(vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5, **_LLAVA_TEXT[name])
+    return LlavaConfig(
+        vision_config=CLIPVisionConfig(**_CLIP_L14_336),
+        text_config=text,
+        image_token_id=32000,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+
+
+def _qwen2_vl_7b() -> Any:
+    from transformers import Qwen2VLConfig
+
+    vision = {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "mlp_ratio": 4, "num_heads": 16, "patch_size": 14,
+              "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+    return Qwen2VLConfig(text_config=_QWEN_TEXT, vision_config=vision, image_token_id=151655, video_token_id=151656)
+
+
+def _qwen2_5_vl_7b() -> Any:
+    from transformers import Qwen2_5_VLConfig
+
+    vision = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+              "fullatt_block_indexes": [7, 15, 23, 31]}  # fmt: skip
+    return Qwen2_5_VLConfig(text_config=_QWEN_TEXT, vision_config=vision, image_token_id=151655, video_token_id=151656)
+
+
+PRESETS: dict[str, Callable[[], Any]] = {
+    "llava-1.5-7b": lambda: _llava_preset("llava-1.5-7b"),
+    "llava-1.5-13b": lambda: _llava_preset("llava-1.5-13b"),
+    "qwen2-vl-7b": _qwen2_vl_7b,
+    "qwen2.5-vl-7b": _qwen2_5_vl_7b,
 }
 
 
 def preset_config(name: str) -> Any:
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
     if name not in PRESETS:
         raise ValueError(f"Unknown FLOPs preset {name!r}; presets: {', '.join(sorted(PRESETS))}.")
-    text = LlamaConfig(vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5, **PRESETS[name]["text"])
-    return LlavaConfig(vision_config=CLIPVisionConfig(**_CLIP_L14_336), text_config=text, **_LLAVA_COMMON)
+    return PRESETS[name]()
 
 
 def load_config(name_or_path: str) -> Any:
@@ -71,6 +125,9 @@ def load_config(name_or_path: str) -> Any:
 
 
 def image_tokens_of(config: Any) -> int:
+    """Placeholder tokens of one default-size image: the CLIP grid for LLaVA, a 448x448 image for Qwen-VL."""
+    if config.model_type != "llava":
+        return QWEN_IMAGE_TOKENS
     vision = config.vision_config
     tokens = (vision.image_size // vision.patch_size) ** 2
     return tokens if config.vision_feature_select_strategy == "default" else tokens + 1
@@ -78,15 +135,16 @@ def image_tokens_of(config: Any) -> int:
 
 @dataclass(frozen=True)
 class PrefillFlops:
-    """FLOPs (2 per multiply-add) of one single-image prefill, split into the vision side and the language model."""
+    """FLOPs (2 per multiply-add) of one single-image prefill: the vision side (None where it is not counted, see
+    :func:`count_prefill_flops`) and the language model with its LM head."""
 
-    vision: int
+    vision: int | None
     language: int
     kept_image_tokens: int
 
     @property
-    def total(self) -> int:
-        return self.vision + self.language
+    def total(self) -> int | None:
+        return None if self.vision is None else self.vision + self.language
 
 
 def count_prefill_flops(
@@ -94,25 +152,33 @@ def count_prefill_flops(
 ) -> PrefillFlops:
     """Measure a prefill of ``config`` on the meta device: one image plus ``text_tokens`` text tokens.
 
-    The language model projects logits for the last position only, as ``generate``'s prefill does.
+    The language model projects logits for the last position only, as ``generate``'s prefill does. The vision side is
+    counted for LLaVA (CLIP tower and projector). Qwen-VL vision towers derive positions from the image grid's values,
+    which meta tensors do not hold, so there only the language model is counted; the vision cost is the same with and
+    without FastV.
     """
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     from fastvision.api import patch
+    from fastvision.registry import adapter_for
 
     image_tokens = image_tokens_of(config) if image_tokens is None else image_tokens
     if image_tokens < 0 or text_tokens < 1:
         raise ValueError(f"Need image_tokens >= 0 and text_tokens >= 1, got {image_tokens} and {text_tokens}.")
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config).eval()
-    vision_size = config.vision_config.image_size
-    pixels = torch.empty(1, 3, vision_size, vision_size, device="meta")
-    with torch.no_grad():
-        vision, _ = measure_flops(lambda: model.model.get_image_features(pixel_values=pixels, return_dict=True))
+        model = AutoModelForImageTextToText.from_config(config).eval()
+    adapter = adapter_for(model)
+    vision = None
+    if config.model_type == "llava":
+        size = config.vision_config.image_size
+        pixels = torch.empty(1, 3, size, size, device="meta")
+        with torch.no_grad():
+            report, _ = measure_flops(lambda: model.model.get_image_features(pixel_values=pixels, return_dict=True))
+        vision = report.total
     prunable = torch.zeros(1, image_tokens + text_tokens, dtype=torch.bool)
     prunable[0, 1 : 1 + image_tokens] = True  # BOS, the image, then the text
-    embeds = torch.empty(1, prunable.shape[1], config.text_config.hidden_size, device="meta")
-    language_model = model.model.language_model
+    embeds = torch.empty(1, prunable.shape[1], adapter.text_config(model).hidden_size, device="meta")
+    language_model = adapter.language_model(model)
 
     def language() -> Any:
         # use_cache keeps transformers from inspecting position ids for packed sequences (a value read)
@@ -127,5 +193,5 @@ def count_prefill_flops(
             engine = patch(model, fastv)._fastvision_patch.engine
             with engine.prefill(prunable):
                 report, _ = measure_flops(language)
-            kept = image_tokens - fastv.num_dropped(image_tokens)  # the engine's rule; meta tensors hold no values
-    return PrefillFlops(vision=vision.total, language=report.total, kept_image_tokens=kept)
+            kept = fastv.kept_counts(image_tokens)[-1]  # the engine's rule; meta tensors hold no values
+    return PrefillFlops(vision=vision, language=report.total, kept_image_tokens=kept)
