@@ -149,3 +149,14 @@ def test_qwen3_vl_needs_k_at_least_the_deepstack_depth():
         with pytest.raises(ValueError, match=r"first 2 layers, so FastV needs k >= 2; got k=1"):
             fastvision.patch(model, **bad)
         assert not fastvision.is_patched(model) and hook_snapshot(model) == hooks
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name", ["gemma3", "aya_vision"])
+def test_sequences_beyond_the_sliding_window_are_refused(name):
+    family = FAMILIES[name]
+    model = family.make()
+    inputs = batch(family, model, [([5, 6], ["image"], [7, 8, 9])])
+    model.config.text_config.sliding_window = 8  # shorter than the prompt
+    with fastvision.patched(model, k=2, ratio=0.5), pytest.raises(NotImplementedError, match="sliding_window=8"):
+        model(**inputs)
