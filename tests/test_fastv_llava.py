@@ -261,3 +261,16 @@ def test_schedule_matches_reference(model, scoring):
     )  # fmt: skip
     for row in range(3):
         torch.testing.assert_close(step_logits[row], recomputed[row][-steps:], atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_prompt_ending_with_image_keeps_its_last_token(model):
+    ids = torch.tensor([llava_prompt(model, [5, 6], [])])
+    pixels = _pixels(1)
+    with fastvision.patched(model, k=2, ratio=0.5):
+        logits = model(input_ids=ids, pixel_values=pixels).logits
+        record = fastvision.kept_tokens(model)
+    last = ids.shape[1] - 1
+    assert record.num_image_tokens == [15]  # the last placeholder is protected, not ranked
+    assert bool(record.kept_mask[0, last])
+    assert logits.shape[1] == ids.shape[1] - 7  # floor(0.5 * 15) dropped; the last row is the last token's

@@ -229,7 +229,6 @@ class FastVEngine:
 
     def _prefill_context(self, prunable: torch.Tensor, attention_mask: torch.Tensor | None) -> ForwardContext:
         batch, length = prunable.shape
-        counts = [int(count) for count in prunable.sum(dim=1).tolist()]
         if attention_mask is not None and attention_mask.dim() != 2:
             raise NotImplementedError(
                 f"FastV needs a 2-D (batch, sequence) attention_mask; got shape {tuple(attention_mask.shape)}."
@@ -241,6 +240,9 @@ class FastVEngine:
         # The last non-padding position of each row (left or right padding alike).
         positions = torch.arange(length, device=query_valid.device)
         last_positions = torch.where(query_valid, positions, -1).amax(dim=1).clamp_min(0)
+        # The last token is never dropped, even when a prompt ends with an image: its logits predict the next token.
+        prunable = prunable & (positions[None, :] != last_positions[:, None])
+        counts = [int(count) for count in prunable.sum(dim=1).tolist()]
         return ForwardContext("prefill", prunable, counts, last_positions, query_valid)
 
     def _check_cache(self, cache: Any) -> None:

@@ -160,6 +160,7 @@ def count_prefill_flops(
     from transformers import AutoModelForImageTextToText
 
     from fastvision.api import patch
+    from fastvision.handle import get_handle
     from fastvision.registry import adapter_for
 
     image_tokens = image_tokens_of(config) if image_tokens is None else image_tokens
@@ -190,7 +191,7 @@ def count_prefill_flops(
         if fastv is None:
             report, _ = measure_flops(language)
         else:
-            engine = patch(model, fastv)._fastvision_patch.engine
+            engine = get_handle(patch(model, fastv)).engine
             with engine.prefill(prunable):
                 report, _ = measure_flops(language)
             kept = fastv.kept_counts(image_tokens)[-1]  # the engine's rule; meta tensors hold no values
