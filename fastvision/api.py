@@ -46,6 +46,7 @@ def patch(
     scoring: str = _UNSET,
     modality: str = _UNSET,
     schedule: list[tuple[int, float]] | None = _UNSET,
+    seed: int = _UNSET,
 ) -> ModelT:
     """Apply FastV visual-token pruning to ``model`` in place and return it.
 
@@ -55,7 +56,7 @@ def patch(
     ``modality`` ("all", "image" or "video") and ``schedule`` are the :class:`FastVConfig` fields of the same names.
     Patching a model that is already patched raises; call :func:`unpatch` first.
     """
-    config = _fastv_config(k, ratio, {"scoring": scoring, "modality": modality, "schedule": schedule})
+    config = _fastv_config(k, ratio, {"scoring": scoring, "modality": modality, "schedule": schedule, "seed": seed})
     if not isinstance(model, nn.Module):
         raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
     if get_handle(model) is not None:

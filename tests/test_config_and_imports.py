@@ -21,6 +21,7 @@ def test_config_round_trips_through_json():
         "ratio": 0.75,
         "scoring": "mean",
         "modality": "all",
+        "seed": 0,
         "schedule": None,
     }
     assert FastVConfig.from_dict(data) == config

@@ -47,7 +47,7 @@ def _assert_untouched(model, inputs, hooks_before, baseline):
         ({"ratio": -0.1}, ValueError, "ratio=-0.1 is out of range"),
         ({"ratio": math.nan}, ValueError, "ratio=nan"),
         ({"ratio": "0.5"}, TypeError, "ratio must be a number"),
-        ({"scoring": "max"}, ValueError, "allowed: last, mean"),
+        ({"scoring": "max"}, ValueError, "allowed: last, mean, random"),
         ({"modality": "audio"}, ValueError, "allowed: all, image, video"),
         ({"schedule": [(2, 0.5), (2, 0.5)]}, ValueError, r"layers \[2, 2\] must be strictly increasing"),
         ({"schedule": [(3, 0.5), (1, 0.5)]}, ValueError, "strictly increasing"),

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-SCORINGS = ("last", "mean")
+SCORINGS = ("last", "mean", "random")
 MODALITIES = ("all", "image", "video")
 
 
@@ -41,7 +41,8 @@ class FastVConfig:
 
     ``scoring="last"`` ranks image tokens by the attention row of the last prompt token (as in the official code,
     github.com/pkunlp-icler/FastV); ``scoring="mean"`` averages the rows of every non-padding query (the paper's
-    wording, §4.1). Both rows are the softmax after RoPE and masks, averaged over heads.
+    wording, §4.1). Both rows are the softmax after RoPE and masks, averaged over heads. ``scoring="random"`` ranks by
+    seeded uniform noise instead: the baseline that shows what the attention ranking buys.
 
     ``schedule`` drops tokens in several stages, PyramidDrop-style (Xing et al., arXiv 2410.17247, §3.2): at each
     ``(layer, ratio)`` the still-kept image tokens are re-ranked at ``layer - 1`` and ``ratio`` of them are dropped,
@@ -53,11 +54,15 @@ class FastVConfig:
     ratio: float = field(
         default=0.5, metadata={"help": "Fraction of each sample's image tokens dropped (0 <= ratio < 1)."}
     )
-    scoring: str = field(default="last", metadata={"help": "'last' (official code) or 'mean' (paper text)."})
+    scoring: str = field(
+        default="last",
+        metadata={"help": "'last' (official code), 'mean' (paper text), or 'random' (a baseline: uniform noise)."},
+    )
     modality: str = field(
         default="all",
         metadata={"help": "Prunable tokens: 'all' (image and video, ranked together), 'image' or 'video'."},
     )
+    seed: int = field(default=0, metadata={"help": "Seed of the noise that scoring='random' ranks by."})
     schedule: tuple[tuple[int, float], ...] | None = field(
         default=None,
         metadata={"help": "Multi-stage drops: strictly increasing layers, each with the fraction of the remaining "

@@ -96,6 +96,7 @@ class FastVEngine:
         self.stage_layers = [k for k, _ in config.stages]
         self._local = threading.local()
         self._decode_states: weakref.WeakKeyDictionary[Any, DecodeState] = weakref.WeakKeyDictionary()
+        self._noise = torch.Generator().manual_seed(config.seed)  # scoring="random": reproducible per patch
 
     # -- installation --
     def install(self, handle: PatchHandle) -> None:
@@ -280,7 +281,10 @@ class FastVEngine:
             prunable = torch.gather(prunable, 1, previous.index) & previous.valid
             query_valid = torch.gather(query_valid, 1, previous.index) & previous.valid
             last_positions = (previous.index == last_positions[:, None]).to(torch.uint8).argmax(dim=1)
-        scores = attention_received(query, key, mask, scaling, self.config.scoring, last_positions, query_valid)
+        if self.config.scoring == "random":
+            scores = torch.rand(prunable.shape, generator=self._noise).to(device)
+        else:
+            scores = attention_received(query, key, mask, scaling, self.config.scoring, last_positions, query_valid)
         ratio = self.config.stages[stage][1]
         drops = [dropped_count(ratio, remaining) for remaining in context.remaining]
         context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]

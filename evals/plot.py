@@ -1,0 +1,41 @@
+"""The Pareto plot of a sweep: accuracy against prefill FLOPs relative to the unpatched model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastvision.evals.results import EvalResults
+
+
+def pareto_plot(results: EvalResults, path: str | Path) -> Path:
+    """One line per K for FastV, the random-pruning baseline dashed, the unpatched model as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    lines: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for row in results.settings:
+        if row.method == "unpatched":
+            continue
+        lines.setdefault((row.method, row.config["k"]), []).append((row.relative_flops, row.accuracy))
+    for (method, k), points in sorted(lines.items()):
+        points.sort()
+        style = {"linestyle": "--", "marker": "x"} if method == "random" else {"marker": "o"}
+        label = f"random pruning, K={k}" if method == "random" else f"FastV K={k}"
+        axes.plot([x for x, _ in points], [y for _, y in points], label=label, **style)
+    baseline = results.baseline()
+    axes.plot([1.0], [baseline.accuracy], marker="*", markersize=14, color="black", linestyle="none",
+              label="unpatched")  # fmt: skip
+    axes.set_xlabel("prefill FLOPs relative to the unpatched model")
+    axes.set_ylabel("exact-match accuracy")
+    axes.set_title(f"{Path(results.model).name} on {results.dataset.get('name')} ({baseline.questions} questions)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,159 @@
+"""The accuracy-vs-FLOPs sweep behind ``fastvision eval``.
+
+For the unpatched model, FastV at every (k, ratio) and random pruning at the same ratios, it measures exact-match
+accuracy over the dataset, prefill FLOPs (FlopCounterMode, per question), median single-question prefill latency and
+the image tokens kept. The dataset is encoded once and shared by every setting.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fastvision.evals.results import SettingResult
+from fastvision.evals.vqa import encode_batch, normalize_answer, predict_answers
+
+import fastvision
+from fastvision.flops import measure_flops
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    method: str
+    config: fastvision.FastVConfig | None
+
+
+def sweep_settings(
+    ks: list[int], ratios: list[float], scoring: str = "last", random_baseline: bool = True, seed: int = 0
+) -> list[Setting]:
+    """The unpatched model, FastV for every (k, ratio), and random pruning (at the middle k) for each ratio > 0."""
+    settings = [Setting("unpatched", "unpatched", None)]
+    for k in ks:
+        for ratio in ratios:
+            config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=scoring)
+            settings.append(Setting(f"fastv K={k} R={ratio:g}", "fastv", config))
+    if random_baseline:
+        k = 2 if 2 in ks else ks[len(ks) // 2]
+        for ratio in ratios:
+            if ratio > 0:
+                config = fastvision.FastVConfig(k=k, ratio=ratio, scoring="random", seed=seed)
+                settings.append(Setting(f"random K={k} R={ratio:g}", "random", config))
+    return settings
+
+
+def encode_dataset(processor: Any, dataset: Any, batch_size: int) -> list[tuple[dict[str, torch.Tensor], list[str]]]:
+    """Model inputs and reference answers, batch by batch."""
+    encoded = []
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        encoded.append((encode_batch(processor, rows["image"], rows["question"]), list(rows["answer"])))
+    return encoded
+
+
+def _single_questions(batches: list, count: int) -> list[dict[str, torch.Tensor]]:
+    """The first ``count`` questions as batch-of-one inputs (unpadded), for FLOPs and latency."""
+    singles = []
+    for inputs, _ in batches:
+        for row in range(inputs["input_ids"].shape[0]):
+            valid = inputs["attention_mask"][row].bool()
+            single = {"input_ids": inputs["input_ids"][row : row + 1, valid]}
+            single["pixel_values"] = inputs["pixel_values"][row : row + 1]
+            singles.append(single)
+            if len(singles) == count:
+                return singles
+    return singles
+
+
+@torch.inference_mode()
+def evaluate_setting(
+    model: Any,
+    processor: Any,
+    batches: list,
+    setting: Setting,
+    singles: list[dict[str, torch.Tensor]],
+    advance: Callable[[int], None] = lambda n: None,
+) -> dict[str, Any]:
+    """Accuracy, kept tokens, FLOPs and latency of one setting (the model is patched for it and unpatched after)."""
+    if setting.config is not None:
+        fastvision.patch(model, setting.config)
+    try:
+        correct = questions = 0
+        image_tokens = kept_tokens = 0
+        for inputs, answers in batches:
+            predictions = predict_answers(model, processor, inputs)
+            correct += sum(p == normalize_answer(a) for p, a in zip(predictions, answers, strict=True))
+            questions += len(answers)
+            record = fastvision.kept_tokens(model) if setting.config is not None else None
+            count = int((inputs["input_ids"] == model.config.image_token_id).sum())
+            image_tokens += count
+            kept_tokens += sum(record.num_kept_image_tokens) if record is not None else count
+            advance(len(answers))
+        flops = [measure_flops(lambda x=x: model(**x, logits_to_keep=1, use_cache=False))[0].total for x in singles]
+        model(**singles[0], logits_to_keep=1, use_cache=False)  # warm-up
+        latencies = []
+        for single in singles:
+            start = time.perf_counter()
+            model(**single, logits_to_keep=1, use_cache=False)
+            latencies.append(time.perf_counter() - start)
+    finally:
+        if setting.config is not None:
+            fastvision.unpatch(model)
+    return {
+        "correct": correct,
+        "questions": questions,
+        "accuracy": correct / questions,
+        "prefill_flops": sum(flops) / len(flops),
+        "latency_ms": 1000 * statistics.median(latencies),
+        "image_tokens": image_tokens / questions,
+        "kept_image_tokens": kept_tokens / questions,
+    }
+
+
+def run_sweep(
+    model: Any,
+    processor: Any,
+    dataset: Any,
+    settings: list[Setting],
+    *,
+    batch_size: int = 64,
+    timing_questions: int = 8,
+    progress: bool = True,
+) -> list[SettingResult]:
+    """Evaluate every setting on ``dataset``; rows come back in ``settings`` order, FLOPs relative to unpatched."""
+    batches = encode_dataset(processor, dataset, batch_size)
+    singles = _single_questions(batches, timing_questions)
+    measured = []
+    with _progress_bar(progress, len(settings) * len(dataset)) as advance:
+        for setting in settings:
+            measured.append((setting, evaluate_setting(model, processor, batches, setting, singles, advance)))
+    base = next((m for s, m in measured if s.method == "unpatched"), None)
+    base_flops = base["prefill_flops"] if base is not None else float("nan")
+    return [
+        SettingResult(
+            name=setting.name,
+            method=setting.method,
+            config=None if setting.config is None else setting.config.to_dict(),
+            relative_flops=m["prefill_flops"] / base_flops,
+            **m,
+        )
+        for setting, m in measured
+    ]
+
+
+@contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar over all (setting, question) pairs; silent when disabled."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress() as progress:
+        task = progress.add_task("evaluating", total=total)
+        yield lambda n: progress.advance(task, n)

@@ -1,0 +1,115 @@
+"""easy-VQA data, the bundled checkpoint, the training recipe's smoke run and ``fastvision eval``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fastvision.evals.data import easyvqa_answers, load_easyvqa
+from fastvision.evals.results import SCHEMA, EvalResults
+
+from fastvision.bundled import BUNDLED_MODEL
+from fastvision.cli.main import main
+
+
+def test_easyvqa_splits_and_fields():
+    test = load_easyvqa("test")
+    assert len(test) == 9673
+    assert set(test.column_names) == {"image", "question", "answer", "image_id"}
+    assert test.features["image"].__class__.__name__ == "Image"
+    first = test[0]
+    assert first["image"].size == (64, 64)
+    assert first["answer"] in easyvqa_answers() and len(easyvqa_answers()) == 13
+    assert len(load_easyvqa("train", limit=10)) == 10
+    assert len(load_easyvqa("train")) == 38575
+    with pytest.raises(ValueError, match="Unknown easy-VQA split 'val'"):
+        load_easyvqa("val")
+
+
+@torch.no_grad()
+def test_bundled_checkpoint_loads_with_plain_transformers_and_answers():
+    from fastvision.evals.vqa import exact_match_accuracy
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(BUNDLED_MODEL).eval()
+    processor = AutoProcessor.from_pretrained(BUNDLED_MODEL)
+    assert model.config.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image>")
+    subset = load_easyvqa("test", limit=200)
+    assert exact_match_accuracy(model, processor, subset) >= 0.9
+
+
+def test_training_recipe_smoke(tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    from fastvision.bundled.train import train_bundled
+
+    record = train_bundled(tmp_path, steps=4, batch_size=8, train_limit=64, check_questions=16, progress=False)
+    assert record["steps"] == 4 and record["train_questions"] == 64
+    assert 0.0 <= record["test_accuracy_first_16"] <= 1.0
+    assert torch.isfinite(torch.tensor(record["final_loss_mean_last_50"]))
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "training.json").is_file()
+    assert LlavaForConditionalGeneration.from_pretrained(tmp_path).config.text_config.num_hidden_layers == 4
+
+
+def test_eval_smoke_sweep_writes_results_and_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["eval", "--limit", "12", "--k", "1", "2", "--ratio", "0", "0.5", "--batch-size", "6", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    results = EvalResults.from_json(out / "results.json")
+    assert results.schema == SCHEMA and results.dataset == {"name": "easy-vqa", "split": "test", "questions": 12}
+    names = [row.name for row in results.settings]
+    assert names == ["unpatched", "fastv K=1 R=0", "fastv K=1 R=0.5", "fastv K=2 R=0", "fastv K=2 R=0.5",
+                     "random K=2 R=0.5"]  # fmt: skip
+    baseline = results.baseline()
+    assert baseline.relative_flops == 1.0 and baseline.kept_image_tokens == baseline.image_tokens == 144
+    by_name = {row.name: row for row in results.settings}
+    assert by_name["fastv K=2 R=0"].accuracy == baseline.accuracy
+    assert by_name["fastv K=2 R=0.5"].kept_image_tokens == 72
+    assert by_name["fastv K=2 R=0.5"].relative_flops < 0.75
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "fastv K=2 R=0.5" in capsys.readouterr().out
+
+
+def test_results_round_trip_and_reject_foreign_files(tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(["eval", "--limit", "4", "--k", "2", "--ratio", "0.5", "--no-random", "--out", str(out), "--quiet"]) == 0
+    )
+    results = EvalResults.from_json(out / "results.json")
+    again = EvalResults.from_json(results.to_json(tmp_path / "copy.json"))
+    assert again == results
+    (tmp_path / "other.json").write_text(json.dumps({"results": {}}))
+    with pytest.raises(ValueError, match="Not a fastvision eval results file"):
+        EvalResults.from_json(tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text(json.dumps({"schema": SCHEMA, "model": "m"}))
+    with pytest.raises(ValueError, match="Malformed"):
+        EvalResults.from_json(tmp_path / "broken.json")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ratio", "1.0"], "0 <= ratio < 1"),
+        (["--k", "0"], "k=0 is out of range"),
+        (["--k", "4"], "allowed is 1 <= k < 4"),
+        (["--model", "/nonexistent/model"], "Cannot load model"),
+        (["--split", "val"], "Unknown easy-VQA split"),
+        (["--limit", "-1"], "--limit must be >= 0"),
+    ],
+)
+def test_eval_bad_input_fails_before_work(args, message, tmp_path, capsys):
+    assert main(["eval", *args, "--out", str(tmp_path), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_eval_dataset_needs_image_question_answer_columns(tmp_path, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.csv").write_text("picture,prompt,label\na.png,what?,yes\n")
+    assert main(["eval", "--dataset", str(folder), "--split", "train", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "lacks the column(s) ['image', 'question', 'answer']" in capsys.readouterr().err
+    (folder / "train.csv").write_text("image,question,answer\n")  # an empty split
+    assert main(["eval", "--dataset", str(folder), "--split", "train", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "corresponds to no data" in capsys.readouterr().err
