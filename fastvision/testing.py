@@ -11,6 +11,15 @@ from typing import Any
 import torch
 
 IMAGE_TOKEN_ID = 99
+TINY_TEXT: dict[str, int] = {  # a 4-layer text model with grouped KV heads: small, but every code path is real
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 128,
+    "max_position_embeddings": 512,
+}
 
 
 def _text_config(backbone: str, **overrides: Any) -> Any:
@@ -19,15 +28,7 @@ def _text_config(backbone: str, **overrides: Any) -> Any:
     classes = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}
     if backbone not in classes:
         raise ValueError(f"Unknown text backbone {backbone!r}; choose from {sorted(classes)}.")
-    settings: dict[str, Any] = {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 128,
-        "max_position_embeddings": 512,
-    }
+    settings: dict[str, Any] = dict(TINY_TEXT)
     if backbone == "mistral":
         settings["sliding_window"] = None
     settings.update(overrides)

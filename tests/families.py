@@ -12,15 +12,9 @@ from typing import Any
 
 import torch
 
-TEXT = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 128,
-    "max_position_embeddings": 512,
-}
+from fastvision.testing import TINY_TEXT
+
+TEXT = TINY_TEXT
 CLIP = {
     "hidden_size": 32,
     "intermediate_size": 64,

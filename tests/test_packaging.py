@@ -20,7 +20,13 @@ def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"fastvision"}
-    for expected in ("fastvision/patches/llava.py", "fastvision/evals/bench_prefill.py", "fastvision/demo/__init__.py"):
+    for expected in (
+        "fastvision/patches/llava.py",
+        "fastvision/evals/bench_prefill.py",
+        "fastvision/demo/__init__.py",
+        "fastvision/bundled/easyvqa-llava/model.safetensors",
+        "fastvision/bundled/easyvqa-llava/tokenizer.json",
+    ):
         assert expected in names
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
     assert "fastvision = fastvision.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
