@@ -44,8 +44,11 @@ def test_training_recipe_smoke(tmp_path):
 
     from fastvision.bundled.train import train_bundled
 
-    record = train_bundled(tmp_path, steps=4, batch_size=8, train_limit=64, check_questions=16, progress=False)
-    assert record["steps"] == 4 and record["train_questions"] == 64
+    record = train_bundled(
+        tmp_path, steps=4, vision_steps=4, batch_size=8, train_limit=64, check_questions=16, progress=False
+    )
+    assert record["steps"] == 4 and record["vision_steps"] == 4 and record["train_questions"] == 64
+    assert record["vision_images"] > 0 and torch.isfinite(torch.tensor(record["vision_final_loss"]))
     assert 0.0 <= record["test_accuracy_first_16"] <= 1.0
     assert torch.isfinite(torch.tensor(record["final_loss_mean_last_50"]))
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "training.json").is_file()
@@ -66,7 +69,8 @@ def test_eval_smoke_sweep_writes_results_and_plot(tmp_path, capsys):
     by_name = {row.name: row for row in results.settings}
     assert by_name["fastv K=2 R=0"].accuracy == baseline.accuracy
     assert by_name["fastv K=2 R=0.5"].kept_image_tokens == 72
-    assert by_name["fastv K=2 R=0.5"].relative_flops < 0.75
+    # Pruning saves FLOPs, and pruning after layer 1 saves more than after layer 2.
+    assert by_name["fastv K=1 R=0.5"].relative_flops < by_name["fastv K=2 R=0.5"].relative_flops < 1.0
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "fastv K=2 R=0.5" in capsys.readouterr().out
 
