@@ -28,10 +28,6 @@ class PatchHandle:
         """Remember a change that has just been made and how to revert it."""
         self._undo.append((description, undo))
 
-    def changes(self) -> list[str]:
-        """Human-readable list of the changes in the order they were made."""
-        return [description for description, _ in self._undo]
-
     def revert(self) -> None:
         """Undo every recorded change, newest first. Every undo runs even if an earlier one fails."""
         errors: list[str] = []

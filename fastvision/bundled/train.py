@@ -83,24 +83,26 @@ def _encode_split(
     from fastvision.evals.vqa import chat_prompt
 
     tokenizer = processor.tokenizer
-    image_index: dict[int, int] = {}
-    pixels = []
-    for image_id, image in zip(dataset["image_id"], dataset["image"], strict=True):
-        if image_id not in image_index:
-            image_index[image_id] = len(pixels)
-            pixels.append(processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0])
+    first_row: dict[int, int] = {}  # decode each distinct image once, not once per question
+    for row, image_id in enumerate(dataset["image_id"]):
+        first_row.setdefault(image_id, row)
+    image_index = {image_id: index for index, image_id in enumerate(first_row)}
+    distinct = dataset.select(list(first_row.values()))["image"]
+    pixels = [
+        processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0] for image in distinct
+    ]
     texts = [chat_prompt(processor, question) for question in dataset["question"]]
     prompts = []
     for start in range(0, len(texts), 1024):  # the processor expands <image>; the pixels do not matter here
         chunk = texts[start : start + 1024]
-        encoded = processor(text=chunk, images=[dataset_placeholder()] * len(chunk), padding=False)
+        encoded = processor(text=chunk, images=[_placeholder_image()] * len(chunk), padding=False)
         prompts.extend(encoded["input_ids"])
     answers = [tokenizer.convert_tokens_to_ids(answer) for answer in dataset["answer"]]
     images = [image_index[image_id] for image_id in dataset["image_id"]]
     return torch.stack(pixels), prompts, answers, images, image_index
 
 
-def dataset_placeholder() -> Any:
+def _placeholder_image() -> Any:
     """A blank image: the processor needs one to expand ``<image>``, and the prompt ids do not depend on it."""
     from PIL import Image
 
