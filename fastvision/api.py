@@ -47,6 +47,10 @@ def patch(
     modality: str = _UNSET,
     schedule: list[tuple[int, float]] | None = _UNSET,
     seed: int = _UNSET,
+    fusion: str = _UNSET,
+    v: int = _UNSET,
+    c: int = _UNSET,
+    conditioning: str = _UNSET,
 ) -> ModelT:
     """Apply FastV visual-token pruning to ``model`` in place and return it.
 
@@ -55,7 +59,19 @@ def patch(
     see each sample's top ``n - floor(ratio * n)`` image tokens and all other tokens. ``scoring`` ("last" or "mean"),
     ``modality`` ("all", "image" or "video") and ``schedule`` are the :class:`FastVConfig` fields of the same names.
     Patching a model that is already patched raises; call :func:`unpatch` first.
+
+    For a U-ViT diffusion model (:class:`fastvision.uvit.UViT`), ``fastvision.patch(uvit, fusion="intermediate",
+    v=..., c=..., conditioning="concat" | "cross")`` applies intermediate-fusion attention instead
+    (``patches/uvit.py``, arXiv 2403.16530).
     """
+    fusion_options = {"fusion": fusion, "v": v, "c": c, "conditioning": conditioning}
+    if any(value is not _UNSET for value in fusion_options.values()) or _is_uvit(model):
+        fastv_options = {"k": k, "ratio": ratio, "scoring": scoring, "modality": modality, "schedule": schedule,
+                         "seed": seed}  # fmt: skip
+        given = sorted(name for name, value in fastv_options.items() if value is not _UNSET)
+        if given:
+            raise TypeError(f"FastV options {given} do not apply to intermediate fusion (fusion, v, c, conditioning).")
+        return _patch_fusion(model, {name: value for name, value in fusion_options.items() if value is not _UNSET})
     config = _fastv_config(k, ratio, {"scoring": scoring, "modality": modality, "schedule": schedule, "seed": seed})
     if not isinstance(model, nn.Module):
         raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
@@ -86,6 +102,23 @@ def patch(
     return model
 
 
+def _is_uvit(model: Any) -> bool:
+    from fastvision.uvit.model import UViT
+
+    return isinstance(model, UViT)
+
+
+def _patch_fusion(model: ModelT, options: dict[str, Any]) -> ModelT:
+    from fastvision.patches.uvit import FusionConfig, patch_fusion
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
+    if get_handle(model) is not None:
+        raise RuntimeError(f"This model is already patched ({get_handle(model).config}); unpatch it first.")
+    patch_fusion(model, FusionConfig(**{"fusion": "intermediate", **options}))
+    return model
+
+
 def unpatch(model: ModelT) -> ModelT:
     """Undo :func:`patch` exactly: every hook, routed attention and wrapper is removed."""
     handle = _require_handle(model, "unpatch")
@@ -109,7 +142,10 @@ def patched(model: ModelT, *args: Any, **kwargs: Any) -> Iterator[ModelT]:
 
 def kept_tokens(model: nn.Module) -> KeptTokens | None:
     """The kept-token record of this thread's latest prefill of ``model`` (None if it had no image tokens)."""
-    return _require_handle(model, "kept_tokens").engine.last_kept()
+    handle = _require_handle(model, "kept_tokens")
+    if handle.engine is None:
+        raise ValueError(f"fastvision.kept_tokens: this model is patched with {handle.config}, not FastV.")
+    return handle.engine.last_kept()
 
 
 def patch_config(model: nn.Module) -> FastVConfig:

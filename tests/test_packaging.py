@@ -23,7 +23,10 @@ def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
     for expected in (
         "fastvision/patches/llava.py",
         "fastvision/evals/bench_prefill.py",
-        "fastvision/demo/__init__.py",
+        "fastvision/demo/app.py",
+        "fastvision/evals/lm_eval_model.py",
+        "fastvision/evals/tasks/easyvqa/easyvqa.yaml",
+        "fastvision/evals/tasks/easyvqa/utils.py",
         "fastvision/bundled/easyvqa-llava/model.safetensors",
         "fastvision/bundled/easyvqa-llava/tokenizer.json",
     ):

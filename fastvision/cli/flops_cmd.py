@@ -30,6 +30,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--image-tokens", type=int, default=None, help="default: the vision tower's token count")
     parser.add_argument("--text-tokens", type=int, default=60)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    uvit = parser.add_argument_group("U-ViT presets (uvit-s2-coco): intermediate fusion instead of FastV")
+    uvit.add_argument("--fusion", default="intermediate", choices=["intermediate"])
+    uvit.add_argument("--v", type=int, default=0, help="image-only blocks at each end (default 0)")
+    uvit.add_argument("--c", type=int, default=0, help="text-only blocks (default 0)")
+    uvit.add_argument("--conditioning", default="concat", choices=["concat", "cross"])
     parser.set_defaults(run=run)
 
 
@@ -115,6 +120,10 @@ def _ratio(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastvision.uvit import UVIT_PRESETS
+
+    if args.model in UVIT_PRESETS:
+        return run_uvit(args)
     if args.schedule:
         configs = [FastVConfig(schedule=parse_schedule(args.schedule), scoring=args.scoring)]
     else:
@@ -158,4 +167,32 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         note + "; 'paper formula' is FastV's 4nd²+2n²d+2ndm per layer (arXiv 2403.06764 §4.3) on the language model."
     )
+    return 0
+
+
+def run_uvit(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastvision.flops.uvit import uvit_flops_table
+
+    if args.schedule:
+        raise ValueError(f"--schedule is a FastV option; {args.model} is a U-ViT (use --v, --c, --conditioning).")
+    fusion = {"fusion": args.fusion, "v": args.v, "c": args.c, "conditioning": args.conditioning}
+    result = uvit_flops_table(args.model, fusion)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    table = Table(title=f"{args.model}: one forward, {result['config']['text_tokens']} text tokens")
+    for column in ("fusion", "params (M)", "GFLOPs", "vs early concat"):
+        table.add_column(column, justify="right", no_wrap=True)
+    early, patched = result["early_fusion"], result["fusion"]
+    table.add_row("early, concat (unpatched)", f"{early['parameters'] / 1e6:.2f}", f"{early['flops'] / 1e9:.2f}", "—")
+    table.add_row(
+        f"{args.conditioning} c{args.c} v{args.v}",
+        f"{patched['parameters'] / 1e6:.2f}",
+        f"{patched['flops'] / 1e9:.2f}",
+        f"{100 * (patched['flops_ratio'] - 1):+.1f}%",
+    )
+    Console(width=max(Console().width, 90)).print(table)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastvision.cli import eval_cmd, flops_cmd, train_cmd
+from fastvision.cli import card_cmd, demo_cmd, eval_cmd, flops_cmd, train_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,14 +14,32 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_parser(subparsers)
     flops_cmd.add_parser(subparsers)
     train_cmd.add_parser(subparsers)
+    card_cmd.add_parser(subparsers)
+    demo_cmd.add_parser(subparsers)
+    subparsers.add_parser(
+        "lm-eval", help="lm-eval with the fastvision model and the package's tasks (every lm-eval argument works)"
+    )
     return parser
 
 
+def _run_lm_eval(argv: list[str]) -> int:
+    from fastvision.cli import lm_eval_cmd
+
+    try:
+        return lm_eval_cmd.run(argv)
+    except (ValueError, ModuleNotFoundError) as error:
+        print(f"fastvision lm-eval: error: {error}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lm-eval"]:  # lm-eval parses its own arguments: pass them through untouched
+        return _run_lm_eval(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, NotImplementedError, ModuleNotFoundError, FileNotFoundError) as error:
+    except (ValueError, NotImplementedError, ModuleNotFoundError, FileNotFoundError, ConnectionError) as error:
         print(f"fastvision {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,219 @@
+"""The lm-eval model ``fastvision``: lm-eval's ``hf-multimodal`` with FastV applied, and what each request cost.
+
+FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024, https://github.com/pkunlp-icler/FastV)
+is applied with ``fastvision.patch`` when the model is loaded. Every batch of requests is then charged with:
+
+- its prefill latency, timed inside the real ``generate`` (or loglikelihood) call, on the patched model;
+- with ``fastv_measure=True`` (the default) three extra prefills of the same batch: the patched prefill under
+  ``FlopCounterMode`` (FLOPs and kept image tokens), and the unpatched prefill once counted and once timed. So the
+  relative FLOPs and the latency ratio are paired, batch by batch, in one run.
+
+The totals are summed over ranks (``accelerate launch``) and reported by ``get_model_info``, which lm-eval writes
+into the results under ``config.fastvision``. ``fastvision card`` reads them from there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.hf_vlms import HFMultimodalLM
+
+import fastvision
+from fastvision.flops import measure_flops
+
+FASTV_ARGUMENTS = ("fastv_k", "fastv_ratio", "fastv_scoring", "fastv_modality", "fastv_seed", "fastv_measure")
+
+
+@dataclass
+class CostLedger:
+    """Sums over the batches one process ran (or, after ``merge``, all processes)."""
+
+    requests: int = 0
+    prefill_seconds: float = 0.0
+    measured_requests: int = 0  # requests of the batches that got the extra measuring prefills
+    prefill_flops: float = 0.0
+    baseline_prefill_flops: float = 0.0
+    baseline_prefill_seconds: float = 0.0
+    measured_prefill_seconds: float = 0.0  # the patched prefill time of the measured batches, for the pairing
+    image_tokens: float = 0.0
+    kept_image_tokens: float = 0.0
+
+    def to_tensor(self) -> torch.Tensor:
+        return torch.tensor([float(getattr(self, f.name)) for f in fields(self)], dtype=torch.float64)
+
+    def add(self, values: torch.Tensor) -> None:
+        for field, value in zip(fields(self), values.tolist(), strict=True):
+            setattr(self, field.name, type(getattr(self, field.name))(getattr(self, field.name) + value))
+
+    def summary(self) -> dict[str, Any]:
+        """Per-request means and the paired ratios; keys with no measurement behind them are left out."""
+        report: dict[str, Any] = {"requests": self.requests, "totals": asdict(self)}
+        if self.requests:
+            report["prefill_ms_per_request"] = 1000 * self.prefill_seconds / self.requests
+        measured = self.measured_requests
+        if measured:
+            report["prefill_flops_per_request"] = self.prefill_flops / measured
+            report["baseline_prefill_flops_per_request"] = self.baseline_prefill_flops / measured
+            report["relative_prefill_flops"] = self.prefill_flops / self.baseline_prefill_flops
+            report["baseline_prefill_ms_per_request"] = 1000 * self.baseline_prefill_seconds / measured
+            report["prefill_time_ratio"] = self.measured_prefill_seconds / self.baseline_prefill_seconds
+            report["image_tokens_per_request"] = self.image_tokens / measured
+            report["kept_image_tokens_per_request"] = self.kept_image_tokens / measured
+        return report
+
+
+def fastv_config_from_arguments(arguments: dict[str, Any]) -> tuple[fastvision.FastVConfig, bool]:
+    """The FastV config and the ``fastv_measure`` flag from model_args; unknown ``fastv_*`` keys are refused."""
+    unknown = sorted(key for key in arguments if key.startswith("fastv_") and key not in FASTV_ARGUMENTS)
+    if unknown:
+        raise ValueError(f"Unknown fastvision model_args {unknown}; allowed: {', '.join(FASTV_ARGUMENTS)}.")
+    measure = arguments.get("fastv_measure", True)
+    if not isinstance(measure, bool):
+        raise ValueError(f"fastv_measure must be true or false, got {measure!r}.")
+    config = fastvision.FastVConfig(
+        k=arguments.get("fastv_k", 2),
+        ratio=arguments.get("fastv_ratio", 0.5),
+        scoring=arguments.get("fastv_scoring", "last"),
+        modality=arguments.get("fastv_modality", "all"),
+        seed=arguments.get("fastv_seed", 0),
+    )
+    return config, measure
+
+
+@register_model("fastvision")
+class FastVisionLM(HFMultimodalLM):
+    """``hf-multimodal`` with FastV; model_args ``fastv_k``, ``fastv_ratio``, ``fastv_scoring``, ``fastv_modality``,
+    ``fastv_seed`` and ``fastv_measure`` on top of hf-multimodal's own."""
+
+    def __init__(self, pretrained: Any, **kwargs: Any) -> None:
+        fastv = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith("fastv_")}
+        self.fastv_config, self.fastv_measure = fastv_config_from_arguments(fastv)  # before any loading
+        super().__init__(pretrained, **kwargs)
+        fastvision.patch(self.model, self.fastv_config)
+        self._local_costs = CostLedger()
+        self.costs = CostLedger()  # summed over processes after every request type
+        self._prefill_clock: dict[str, float | None] | None = None  # set while a real call is being timed
+        self.model.register_forward_pre_hook(self._start_prefill_clock)
+        self.model.register_forward_hook(self._stop_prefill_clock)
+        if getattr(self, "accelerator", None) is not None and self._world_size == 1:
+            # lm-eval splits requests over processes on GPUs only; on CPU every process would run them all.
+            self._rank = self.accelerator.process_index
+            self._world_size = self.accelerator.num_processes
+
+    # -- timing the real prefill -------------------------------------------------------------------------------
+    def _synchronize(self) -> None:
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _start_prefill_clock(self, module: Any, args: Any) -> None:
+        clock = self._prefill_clock
+        if clock is not None and clock["started"] is None:
+            self._synchronize()
+            clock["started"] = time.perf_counter()
+
+    def _stop_prefill_clock(self, module: Any, args: Any, output: Any) -> None:
+        clock = self._prefill_clock
+        if clock is not None and clock["seconds"] is None:
+            self._synchronize()
+            clock["seconds"] = time.perf_counter() - clock["started"]
+
+    @contextmanager
+    def _timed_prefill(self) -> Iterator[Callable[[], float]]:
+        """Times the first forward inside the block: the prefill of a ``generate``, or a loglikelihood call."""
+        self._prefill_clock = clock = {"started": None, "seconds": None}
+        try:
+            yield lambda: clock["seconds"] or 0.0
+        finally:
+            self._prefill_clock = None
+
+    @contextmanager
+    def _unpatched(self) -> Iterator[None]:
+        fastvision.unpatch(self.model)
+        try:
+            yield
+        finally:
+            fastvision.patch(self.model, self.fastv_config)
+
+    # -- charging a batch ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _charge(self, inputs: dict[str, Any], real_call: Callable[[], Any], baseline_prefill: Callable[[], Any]) -> Any:
+        """Run ``real_call`` timing its prefill; with measuring on, add the counted prefills and the timed baseline.
+
+        ``baseline_prefill`` is the prefill that ``real_call`` starts with, run on the unpatched model for timing.
+        """
+        costs, batch = self._local_costs, int(inputs["input_ids"].shape[0])
+        counted = {**inputs, "logits_to_keep": 1, "use_cache": False}  # the same definition as ``fastvision eval``
+        if self.fastv_measure:
+            report, _ = measure_flops(lambda: self.model(**counted))
+            record = fastvision.kept_tokens(self.model)
+            with self._unpatched():
+                baseline, _ = measure_flops(lambda: self.model(**counted))
+                self._synchronize()
+                started = time.perf_counter()
+                baseline_prefill()
+                self._synchronize()
+                costs.baseline_prefill_seconds += time.perf_counter() - started
+        with self._timed_prefill() as prefill_seconds:
+            result = real_call()
+        costs.requests += batch
+        costs.prefill_seconds += prefill_seconds()
+        if self.fastv_measure:
+            costs.measured_requests += batch
+            costs.measured_prefill_seconds += prefill_seconds()
+            costs.prefill_flops += report.total
+            costs.baseline_prefill_flops += baseline.total
+            if record is not None:
+                costs.image_tokens += sum(record.num_image_tokens)
+                costs.kept_image_tokens += sum(record.num_kept_image_tokens)
+        return result
+
+    def _model_multimodal_generate(self, inputs: Any, max_length: int, stop: list[str], **kwargs: Any) -> Any:
+        model_inputs = dict(inputs)
+        return self._charge(
+            model_inputs,
+            lambda: super(FastVisionLM, self)._model_multimodal_generate(inputs, max_length, stop, **kwargs),
+            lambda: self.model(**model_inputs, logits_to_keep=1, use_cache=True),  # generate's first step
+        )
+
+    def _model_multimodal_call(self, inps: torch.Tensor, imgs: dict[str, Any], attn_mask: Any = None,
+                               labels: Any = None) -> torch.Tensor:  # fmt: skip
+        call = lambda: super(FastVisionLM, self)._model_multimodal_call(inps, imgs, attn_mask, labels)  # noqa: E731
+        return self._charge({"input_ids": inps, **imgs}, call, call)
+
+    # -- reporting ------------------------------------------------------------------------------------------------
+    def _merge_costs(self) -> None:
+        """Add this process's costs since the last merge, summed over all processes, to ``self.costs``."""
+        values = self._local_costs.to_tensor()
+        if self._world_size > 1:
+            values = self.accelerator.reduce(values.to(self.device), reduction="sum").cpu()
+        self.costs.add(values)
+        self._local_costs = CostLedger()
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        try:
+            return super().generate_until(requests, disable_tqdm)
+        finally:
+            self._merge_costs()
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        try:
+            return super().loglikelihood(requests, disable_tqdm)
+        finally:
+            self._merge_costs()
+
+    def get_model_info(self) -> dict[str, Any]:
+        info = super().get_model_info()
+        info["fastvision"] = {
+            "version": fastvision.__version__,
+            "config": self.fastv_config.to_dict(),
+            "measured": self.fastv_measure,
+            "flops": "FlopCounterMode, 2 per multiply-add, prefill with logits_to_keep=1, padding included",
+            **self.costs.summary(),
+        }
+        return info

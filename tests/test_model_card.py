@@ -1,0 +1,99 @@
+"""``fastvision card``: Hub model cards from the committed ``fastvision eval`` results, and the refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastvision.evals.card_sources import load_card_source
+from fastvision.evals.model_card import write_card
+from fastvision.evals.results import EvalResults
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from fastvision.cli.main import main
+
+RESULTS = Path(__file__).resolve().parents[1] / "evals" / "results" / "easyvqa" / "results.json"
+
+
+def test_card_from_eval_results_loads_back_with_the_same_numbers(tmp_path: Path) -> None:
+    readme = write_card(load_card_source(RESULTS), tmp_path, base_model="llava-hf/llava-1.5-7b-hf")
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    card = ModelCard.load(readme)
+    assert card.data.pipeline_tag == "image-text-to-text"
+    assert card.data.base_model == "llava-hf/llava-1.5-7b-hf"
+    assert "fastvision" in card.data.tags
+    name, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert name == card.data.model_name
+    values = {(r.metric_config, r.metric_type): r.metric_value for r in results}
+    expected = EvalResults.from_json(RESULTS)
+    assert len(values) == 2 * len(expected.settings)
+    for row in expected.settings:
+        assert values[(row.name, "accuracy")] == row.accuracy
+        assert values[(row.name, "relative_prefill_flops")] == row.relative_flops
+    assert {r.dataset_type for r in results} == {"easy-vqa"}
+    assert "![Accuracy against relative prefill FLOPs](pareto.png)" in card.text
+    assert "fastvision eval --limit" in card.text  # how to reproduce
+
+
+def test_recommended_config_is_the_cheapest_within_a_point_of_the_baseline(tmp_path: Path) -> None:
+    source = load_card_source(RESULTS)
+    recommended = source.recommended()
+    base = source.baseline()
+    assert base is not None and recommended.accuracy >= base.accuracy - 0.01
+    cheaper = [r for r in source.rows if r.method == "fastv" and r.relative_flops < recommended.relative_flops]
+    assert all(r.accuracy < base.accuracy - 0.01 for r in cheaper)
+    card = ModelCard.load(write_card(source, tmp_path))
+    assert card.data.fastvision["recommended"] == recommended.config
+    assert f"fastvision.patch(model, k={recommended.config['k']}, ratio={recommended.config['ratio']})" in card.text
+
+
+def test_card_command_writes_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["card", str(RESULTS), "--out", str(tmp_path / "card"), "--name", "easy-VQA LLaVA + FastV"]) == 0
+    assert ModelCard.load(tmp_path / "card" / "README.md").data.model_name == "easy-VQA LLaVA + FastV"
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json {", "is not JSON"),
+        (json.dumps({"schema": "someone.else/3", "rows": []}), "neither a fastvision eval results file"),
+        (json.dumps([1, 2, 3]), "neither a fastvision eval results file"),
+        (json.dumps({"schema": "fastvision.eval/1", "settings": [{"name": "x"}]}), "Malformed"),
+        (json.dumps({"results": {"easyvqa": {}}, "config": {"model": "hf"}}), "not from the fastvision model"),
+        (
+            json.dumps({"results": {"easyvqa": {}}, "config": {"fastvision": {"config": {"k": 2, "ratio": 0.5}}}}),
+            "fastv_measure=false",
+        ),
+    ],
+)
+def test_bad_results_files_are_refused(
+    content: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_card_source(path)
+    assert main(["card", str(path), "--out", str(tmp_path / "card")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "card").exists()  # nothing half-written
+
+
+def test_missing_results_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["card", str(tmp_path / "nope.json")]) == 2
+    assert "No results file" in capsys.readouterr().err
+
+
+def test_push_offline_fails_clearly_and_keeps_the_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "card"
+    assert main(["card", str(RESULTS), "--out", str(out), "--push", "someone/easyvqa-fastv"]) == 2
+    error = capsys.readouterr().err
+    assert "someone/easyvqa-fastv" in error and str(out / "README.md") in error
+    assert ModelCard.load(out / "README.md").data.pipeline_tag == "image-text-to-text"
