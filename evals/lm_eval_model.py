@@ -145,7 +145,8 @@ class FastVisionLM(HFMultimodalLM):
     def _charge(self, inputs: dict[str, Any], real_call: Callable[[], Any], baseline_prefill: Callable[[], Any]) -> Any:
         """Run ``real_call`` timing its prefill; with measuring on, add the counted prefills and the timed baseline.
 
-        ``baseline_prefill`` is the prefill that ``real_call`` starts with, run on the unpatched model for timing.
+        ``baseline_prefill`` starts with the same prefill as ``real_call``; it runs on the unpatched model, and both
+        prefills are timed by the same forward hooks, so the two times are measured the same way.
         """
         costs, batch = self._local_costs, int(inputs["input_ids"].shape[0])
         counted = {**inputs, "logits_to_keep": 1, "use_cache": False}  # the same definition as ``fastvision eval``
@@ -154,11 +155,9 @@ class FastVisionLM(HFMultimodalLM):
             record = fastvision.kept_tokens(self.model)
             with self._unpatched():
                 baseline, _ = measure_flops(lambda: self.model(**counted))
-                self._synchronize()
-                started = time.perf_counter()
-                baseline_prefill()
-                self._synchronize()
-                costs.baseline_prefill_seconds += time.perf_counter() - started
+                with self._timed_prefill() as baseline_seconds:  # timed exactly as the patched prefill below
+                    baseline_prefill()
+                costs.baseline_prefill_seconds += baseline_seconds()
         with self._timed_prefill() as prefill_seconds:
             result = real_call()
         costs.requests += batch
@@ -178,7 +177,9 @@ class FastVisionLM(HFMultimodalLM):
         return self._charge(
             model_inputs,
             lambda: super(FastVisionLM, self)._model_multimodal_generate(inputs, max_length, stop, **kwargs),
-            lambda: self.model(**model_inputs, logits_to_keep=1, use_cache=True),  # generate's first step
+            lambda: self.model.generate(
+                **model_inputs, max_new_tokens=1, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            ),  # its prefill only
         )
 
     def _model_multimodal_call(self, inps: torch.Tensor, imgs: dict[str, Any], attn_mask: Any = None,

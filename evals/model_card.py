@@ -58,6 +58,7 @@ def _body(source: CardSource, model_name: str, recommended: CardRow, plot: str |
     if reference == source.model and is_bundled(source.model):
         load = "from fastvision.bundled import BUNDLED_MODEL\n\n" + load.replace(f'"{reference}"', "BUNDLED_MODEL")
     subject = "The bundled easy-VQA LLaVA" if is_bundled(reference) else f"`{reference}`"
+    measured = "the bundled easy-VQA LLaVA" if is_bundled(source.model) else f"`{source.model}`"
     why = f"`{recommended.name}` is the setting measured below."
     if source.baseline() is not None:
         why = (f"`{recommended.name}` is the measured setting with the fewest prefill FLOPs whose {source.metric} is "
@@ -84,7 +85,7 @@ fastvision.patch(model, k={k}, ratio={ratio})
 
 ## Results
 
-{source.kind} of `{source.model}` on `{source.dataset}` ({source.split} split, {source.questions} questions).
+{source.kind} of {measured} on `{source.dataset}` ({source.split} split, {source.questions} questions).
 Prefill FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add) and are relative to the
 unpatched model on the same inputs.
 

@@ -117,3 +117,30 @@ def test_eval_dataset_needs_image_question_answer_columns(tmp_path, capsys):
     (folder / "train.csv").write_text("image,question,answer\n")  # an empty split
     assert main(["eval", "--dataset", str(folder), "--split", "train", "--out", str(tmp_path), "--quiet"]) == 2
     assert "corresponds to no data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "group"),
+    [
+        ("what is the red shape?", "circle", "what shape"),
+        ("what color is the triangle?", "blue", "what color"),
+        ("is there a red shape?", "yes", "color present"),
+        ("is there a red shape?", "no", "color absent"),
+        ("is there not a red shape in the image?", "no", "color present"),
+        ("is no circle present?", "yes", "shape absent"),
+        ("does the image not contain a circle?", "no", "shape present"),
+        ("does the image contain a triangle?", "yes", "shape present"),
+    ],
+)
+def test_breakdown_groups_read_negations(question, answer, group):
+    from fastvision.evals.easyvqa_breakdown import question_group
+
+    assert question_group(question, answer) == group
+
+
+def test_breakdown_counts_every_question(capsys):
+    from fastvision.evals.easyvqa_breakdown import main as breakdown_main
+
+    assert breakdown_main(["--limit", "40"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].split()[0] == "all" and lines[-1].endswith("/40)")

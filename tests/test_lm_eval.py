@@ -113,7 +113,12 @@ def test_disk_offloaded_device_map_gives_the_same_results(plain_run: dict[str, A
     disk, as a model larger than its devices would be, and accelerate's hooks run beside fastvision's."""
     model_args = f"{MODEL_ARGS},parallelize=True,max_cpu_memory=2000000,offload_folder={tmp_path / 'offload'}"
     offloaded = _run_lm_eval(tmp_path, model_args)
-    assert any((tmp_path / "offload").iterdir())  # some weights really were on disk
+    from fastvision.evals.lm_eval_model import FastVisionLM
+
+    loaded = FastVisionLM(pretrained=str(BUNDLED_MODEL), device="cpu", parallelize=True, max_cpu_memory=2000000,
+                          offload_folder=str(tmp_path / "offload"), fastv_k=2, fastv_ratio=0.5)  # fmt: skip
+    assert any(parameter.device.type == "meta" for parameter in loaded.model.parameters())  # some weights on disk
+    assert any(hasattr(module, "_hf_hook") for module in loaded.model.modules())  # accelerate's hooks are in place
     assert offloaded["results"]["easyvqa"] == plain_run["results"]["easyvqa"]
     report, plain = offloaded["config"]["fastvision"], plain_run["config"]["fastvision"]
     assert report["prefill_flops_per_request"] == plain["prefill_flops_per_request"]
@@ -153,4 +158,4 @@ def test_task_folder_is_added_next_to_a_users_include_path(tmp_path: Path) -> No
     _, args = parse_arguments([*COMMON, "--include_path", str(tmp_path)])
     assert args.command == "run"  # lm-eval's legacy form, no sub-command, still means "run"
     assert args.include_path == [str(tasks_folder()), str(tmp_path)]
-    assert args.tasks == "easyvqa" and args.model == "fastvision"
+    assert args.tasks == ["easyvqa"] and args.model == "fastvision"

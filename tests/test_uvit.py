@@ -137,3 +137,50 @@ def test_flops_command_prints_the_fusion_row(capsys) -> None:
     assert result["fusion"]["flops_ratio"] == pytest.approx(25.57 / 32.5, rel=0.01)
     assert main(["flops", "uvit-s2-coco", "--v", "7"]) == 2
     assert "v=7 is out of range" in capsys.readouterr().err
+
+
+def test_ddim_sampler_shapes_and_guidance_arguments(model_and_inputs) -> None:
+    from fastvision.uvit.diffusion import NoiseSchedule, ddim_sample
+
+    model, (_, _, context) = model_and_inputs
+    schedule = NoiseSchedule.stable_diffusion()
+    assert schedule.steps == 1000 and float(schedule.alphas_cumprod[-1]) == pytest.approx(0.00466, abs=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    samples = ddim_sample(model, context, (2, 3, 8, 8), schedule, steps=5, generator=generator)
+    assert samples.shape == (2, 3, 8, 8) and torch.isfinite(samples).all()
+    null = torch.zeros_like(context)
+    guided = ddim_sample(model, context, (2, 3, 8, 8), schedule, steps=5, guidance=3.0, null_context=null,
+                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert guided.shape == samples.shape and not torch.equal(guided, samples)
+    with pytest.raises(ValueError, match="null_context"):
+        ddim_sample(model, context, (2, 3, 8, 8), schedule, steps=5, guidance=2.0)
+    with pytest.raises(ValueError, match="steps=0 is out of range"):
+        ddim_sample(model, context, (2, 3, 8, 8), schedule, steps=0)
+
+
+@pytest.mark.parametrize("fusion", [None, {"fusion": "intermediate", "v": 1, "c": 1, "conditioning": "cross"}])
+def test_tiny_training_lowers_the_diffusion_loss(fusion) -> None:
+    from fastvision.uvit.diffusion import NoiseSchedule, diffusion_loss
+
+    torch.manual_seed(0)
+    model = UViT(TINY)
+    if fusion is not None:
+        fastvision.patch(model, **fusion)
+    images = torch.rand(4, 3, 8, 8) * 2 - 1
+    context = torch.randn(4, 5, 16)
+    schedule = NoiseSchedule.stable_diffusion()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def evaluate() -> float:
+        with torch.no_grad():
+            generator = torch.Generator().manual_seed(1)
+            return sum(diffusion_loss(model, images, context, schedule, generator).item() for _ in range(8)) / 8
+
+    before = evaluate()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        loss = diffusion_loss(model, images, context, schedule, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert evaluate() < 0.7 * before

@@ -1,0 +1,223 @@
+"""``fastvision eval-fusion``: early against intermediate fusion on a real small text-to-image experiment, on CPU.
+
+The same small U-ViT (pixel space, 32x32, patch 4) with a word-level text encoder is trained from scratch on
+procedural captioned renders (``fusion_data.py``) three ways: early fusion (U-ViT as published), intermediate fusion
+with concatenation and with cross-attention (``fastvision.patch(uvit, fusion="intermediate", ...)``, arXiv
+2403.16530), each for the same steps and seeds. Each run is judged on images sampled with DDIM for fixed captions:
+
+- alignment: the attribute classifier's accuracy against the captions (colour, shape, position, all three);
+- fidelity: the Fréchet distance to real renders in the classifier's feature space, beside a real-vs-real floor;
+- cost: FLOPs of one forward (FlopCounterMode) and training-step time, both as ratios to early fusion, the step times
+  measured round-robin in one process so that machine noise hits every variant alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fastvision.evals.fusion_data import CAPTION_LENGTH, NULL_WORD, VOCABULARY, CaptionedImages, make_dataset
+from torch import nn
+
+import fastvision
+from fastvision.flops import measure_flops
+from fastvision.uvit import UViT, UViTConfig
+from fastvision.uvit.diffusion import NoiseSchedule, ddim_sample, diffusion_loss
+from fastvision.uvit.model import Block
+
+MODEL = UViTConfig(image_size=32, patch_size=4, in_chans=3, embed_dim=96, depth=6, num_heads=4, mlp_ratio=4.0,
+                   text_dim=64, text_tokens=CAPTION_LENGTH)  # fmt: skip
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "early (U-ViT)": None,
+    "intermediate concat c1 v2": {"fusion": "intermediate", "v": 2, "c": 1, "conditioning": "concat"},
+    "intermediate cross c1 v2": {"fusion": "intermediate", "v": 2, "c": 1, "conditioning": "cross"},
+}
+
+
+@dataclass(frozen=True)
+class FusionRunSettings:
+    steps: int = 1500
+    seeds: tuple[int, ...] = (0, 1, 2)
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    caption_dropout: float = 0.1  # trains the unconditional prediction for classifier-free guidance
+    sample_steps: int = 25
+    guidance: float = 2.0
+    samples: int = 96
+    train_images: int = 6000
+    judge_steps: int = 300
+    timing_rounds: int = 12
+
+
+QUICK = FusionRunSettings(steps=300, seeds=(0, 1), samples=48, sample_steps=15, train_images=3000)
+
+
+class TextEncoder(nn.Module):
+    """Word embeddings, learned positions and one transformer block: captions (B, 6) -> (B, 6, text_dim)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(len(VOCABULARY), dim)
+        self.position = nn.Parameter(torch.zeros(1, CAPTION_LENGTH, dim))
+        self.block = Block(dim, num_heads=4, mlp_ratio=2.0, qkv_bias=True)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.block(self.embed(tokens) + self.position)
+
+
+class CaptionedUViT(nn.Module):
+    """The text encoder feeding a U-ViT: ``model(x_t, timesteps, caption_tokens) -> ε``."""
+
+    def __init__(self, config: UViTConfig, fusion: dict[str, Any] | None) -> None:
+        super().__init__()
+        self.text = TextEncoder(config.text_dim)
+        self.uvit = UViT(config)
+        if fusion is not None:
+            fastvision.patch(self.uvit, **fusion)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.uvit(x, timesteps, self.text(tokens))
+
+
+def null_tokens(count: int) -> torch.Tensor:
+    return torch.full((count, CAPTION_LENGTH), VOCABULARY.index(NULL_WORD), dtype=torch.long)
+
+
+def build_variant(fusion: dict[str, Any] | None, seed: int) -> CaptionedUViT:
+    torch.manual_seed(seed)
+    return CaptionedUViT(MODEL, fusion)
+
+
+def train_variant(
+    model: CaptionedUViT, data: CaptionedImages, settings: FusionRunSettings, seed: int, schedule: NoiseSchedule
+) -> list[float]:
+    """Train in place; returns the loss of every step."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
+    losses = []
+    model.train()
+    for _ in range(settings.steps):
+        losses.append(training_step(model, optimizer, data, settings, schedule, generator))
+    return losses
+
+
+def training_step(
+    model: CaptionedUViT,
+    optimizer: torch.optim.Optimizer,
+    data: CaptionedImages,
+    settings: FusionRunSettings,
+    schedule: NoiseSchedule,
+    generator: torch.Generator,
+) -> float:
+    chosen = torch.randint(0, len(data), (settings.batch_size,), generator=generator)
+    tokens = data.tokens[chosen].clone()
+    dropped = torch.rand(settings.batch_size, generator=generator) < settings.caption_dropout
+    tokens[dropped] = null_tokens(int(dropped.sum()))
+    loss = diffusion_loss(model, data.images[chosen], tokens, schedule, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def sample_images(model: CaptionedUViT, tokens: torch.Tensor, settings: FusionRunSettings, seed: int,
+                  schedule: NoiseSchedule) -> torch.Tensor:  # fmt: skip
+    """DDIM samples in [-1, 1] for caption ``tokens`` (N, 6), with classifier-free guidance."""
+    model.eval()
+    shape = (tokens.shape[0], MODEL.in_chans, MODEL.image_size, MODEL.image_size)
+    generator = torch.Generator().manual_seed(seed)
+    samples = ddim_sample(model, tokens, shape, schedule, steps=settings.sample_steps, guidance=settings.guidance,
+                          null_context=null_tokens(tokens.shape[0]), generator=generator)  # fmt: skip
+    return samples.clamp(-1, 1)
+
+
+def forward_flops(fusion: dict[str, Any] | None) -> int:
+    """FLOPs of one forward of the experiment's U-ViT (one image, the caption tokens), text encoder excluded."""
+    model = UViT(MODEL)
+    if fusion is not None:
+        fastvision.patch(model, **fusion)
+    x = torch.zeros(1, MODEL.in_chans, MODEL.image_size, MODEL.image_size)
+    with torch.no_grad():
+        report, _ = measure_flops(lambda: model(x, torch.zeros(1), torch.zeros(1, MODEL.text_tokens, MODEL.text_dim)))
+    return report.total
+
+
+def paired_step_times(data: CaptionedImages, settings: FusionRunSettings, rounds: int = 12) -> dict[str, float]:
+    """Median training-step seconds per variant, timed round-robin (one step of each per round, first round warm-up)."""
+    schedule = NoiseSchedule.stable_diffusion()
+    models = {name: build_variant(fusion, 0) for name, fusion in VARIANTS.items()}
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=settings.learning_rate) for name, m in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    generator = torch.Generator().manual_seed(0)
+    for round_index in range(rounds + 1):
+        for name, model in models.items():
+            started = time.perf_counter()
+            training_step(model, optimizers[name], data, settings, schedule, generator)
+            if round_index:
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> dict[str, Any]:
+    """Train and judge every variant for every seed; returns the results (see ``fusion_report`` for the files)."""
+    from fastvision.evals.fusion_classifier import attribute_accuracy, frechet_distance, train_classifier
+
+    advance = progress or (lambda message: None)
+    schedule = NoiseSchedule.stable_diffusion()
+    train = make_dataset(settings.train_images, seed=1234)
+    prompts = make_dataset(settings.samples, seed=99)  # the captions every run draws, and their real renders
+    reference = make_dataset(512, seed=7)
+    judge = train_classifier(make_dataset(4000, seed=2024), steps=settings.judge_steps, seed=0)
+    with torch.no_grad():
+        real_features = judge.embed(reference.images)
+        floor = frechet_distance(judge.embed(prompts.images), real_features)
+        judge_accuracy = attribute_accuracy(judge, prompts.images, prompts.labels)
+    runs, samples = [], {}
+    for name, fusion in VARIANTS.items():
+        for seed in settings.seeds:
+            started = time.perf_counter()
+            model = build_variant(fusion, seed)
+            losses = train_variant(model, train, settings, seed, schedule)
+            images = sample_images(model, prompts.tokens, settings, seed, schedule)
+            with torch.no_grad():
+                accuracy = attribute_accuracy(judge, images, prompts.labels)
+                distance = frechet_distance(judge.embed(images), real_features)
+            final_loss = statistics.fmean(losses[-50:])
+            runs.append({"variant": name, "seed": seed, "alignment": accuracy, "frechet_distance": distance,
+                         "final_loss": final_loss, "seconds": time.perf_counter() - started})  # fmt: skip
+            samples.setdefault(name, images)
+            advance(f"{name} seed {seed}: alignment {accuracy['all']:.3f}, Fréchet distance {distance:.2f}")
+    flops = {name: forward_flops(fusion) for name, fusion in VARIANTS.items()}
+    step_times = paired_step_times(train, settings, rounds=settings.timing_rounds)
+    baseline = next(iter(VARIANTS))
+    summary = {}
+    for name in VARIANTS:
+        mine = [run for run in runs if run["variant"] == name]
+        summary[name] = {
+            **{f"alignment_{key}": _spread([run["alignment"][key] for run in mine]) for key in mine[0]["alignment"]},
+            "frechet_distance": _spread([run["frechet_distance"] for run in mine]),
+            "flops": flops[name],
+            "flops_ratio": flops[name] / flops[baseline],
+            "step_seconds": step_times[name],
+            "step_time_ratio": step_times[name] / step_times[baseline],
+        }
+    return {
+        "schema": "fastvision.fusion/1",
+        "model": MODEL.to_dict(),
+        "variants": {name: fusion for name, fusion in VARIANTS.items()},
+        "settings": {**settings.__dict__, "seeds": list(settings.seeds)},
+        "judge_accuracy_on_real": judge_accuracy,
+        "real_vs_real_frechet_distance": floor,
+        "runs": runs,
+        "summary": summary,
+        "_samples": samples,
+        "_prompts": prompts,
+    }
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}  # fmt: skip

@@ -1,0 +1,57 @@
+"""The intermediate-fusion experiment's parts: captioned renders, the attribute classifier that judges alignment,
+the Fréchet distance, and a smoke run of ``fastvision eval-fusion`` that writes its three files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fastvision.evals.fusion_classifier import attribute_accuracy, frechet_distance, train_classifier
+from fastvision.evals.fusion_data import COLORS, POSITIONS, SHAPES, VOCABULARY, caption, make_dataset, tokenize
+
+
+def test_captions_name_every_attribute_in_six_known_words() -> None:
+    data = make_dataset(64, seed=0)
+    assert data.images.shape == (64, 3, 32, 32) and data.tokens.shape == (64, 6)
+    assert float(data.images.min()) >= -1 and float(data.images.max()) <= 1
+    for (color, shape, position), tokens in zip(data.labels.tolist(), data.tokens.tolist(), strict=True):
+        words = [VOCABULARY[token] for token in tokens]
+        assert words == caption(list(COLORS)[color], SHAPES[shape], list(POSITIONS)[position]).split()
+    assert tokenize("") == [VOCABULARY.index("<null>")] * 6
+    with pytest.raises(ValueError, match="Captions are 6 words"):
+        tokenize("a purple circle on the left")
+    assert torch.equal(make_dataset(8, seed=3).images, make_dataset(8, seed=3).images)  # reproducible
+
+
+def test_attribute_classifier_reads_real_renders() -> None:
+    judge = train_classifier(make_dataset(4000, seed=2024), steps=300, seed=0)
+    held_out = make_dataset(400, seed=11)
+    accuracy = attribute_accuracy(judge, held_out.images, held_out.labels)
+    assert min(accuracy["color"], accuracy["shape"], accuracy["position"]) >= 0.95, accuracy
+
+
+def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift() -> None:
+    features = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(features, features + 1.0) == pytest.approx(8.0, rel=1e-6)
+
+
+def test_eval_fusion_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch) -> None:
+    import fastvision.evals.fusion_experiment as experiment
+
+    from fastvision.cli.main import main
+
+    tiny = experiment.FusionRunSettings(steps=3, seeds=(0, 1), samples=8, sample_steps=2, train_images=128,
+                                        judge_steps=5, timing_rounds=1)  # fmt: skip
+    monkeypatch.setattr(experiment, "QUICK", tiny)
+    assert main(["eval-fusion", "--quick", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["schema"] == "fastvision.fusion/1" and len(results["runs"]) == 3 * 2
+    summary = results["summary"]
+    assert set(summary) == set(experiment.VARIANTS)
+    early, cross = summary["early (U-ViT)"], summary["intermediate cross c1 v2"]
+    assert early["flops_ratio"] == 1.0 and cross["flops_ratio"] < 1.0
+    assert all(0.0 <= row["alignment_all"]["mean"] <= 1.0 for row in summary.values())
+    for name in ("fusion.png", "samples.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
