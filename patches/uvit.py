@@ -59,9 +59,7 @@ class FusionConfig:
 def check_fusion(model: nn.Module, config: FusionConfig) -> None:
     """Refuse a model that is not a U-ViT, or v and c beyond its depth, before anything changes."""
     if not isinstance(model, UViT):
-        raise TypeError(
-            f"fusion='intermediate' applies to fastvision.uvit.UViT models, got {type(model).__name__}."
-        )
+        raise TypeError(f"fusion='intermediate' applies to fastvision.uvit.UViT models, got {type(model).__name__}.")
     half = len(model.in_blocks)
     if config.v > half:
         raise ValueError(
