@@ -39,10 +39,10 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 
 @dataclass(frozen=True)
 class FusionRunSettings:
-    steps: int = 1500
+    steps: int = 900
     seeds: tuple[int, ...] = (0, 1, 2)
-    batch_size: int = 64
-    learning_rate: float = 1e-3
+    batch_size: int = 32
+    learning_rate: float = 2e-3
     caption_dropout: float = 0.1  # trains the unconditional prediction for classifier-free guidance
     sample_steps: int = 25
     guidance: float = 2.0
@@ -52,7 +52,7 @@ class FusionRunSettings:
     timing_rounds: int = 12
 
 
-QUICK = FusionRunSettings(steps=300, seeds=(0, 1), samples=48, sample_steps=15, train_images=3000)
+QUICK = FusionRunSettings(steps=250, seeds=(0, 1), samples=48, sample_steps=15, train_images=3000)
 
 
 class TextEncoder(nn.Module):
