@@ -130,7 +130,8 @@ def sample_images(model: CaptionedUViT, tokens: torch.Tensor, settings: FusionRu
     shape = (tokens.shape[0], MODEL.in_chans, MODEL.image_size, MODEL.image_size)
     generator = torch.Generator().manual_seed(seed)
     samples = ddim_sample(model, tokens, shape, schedule, steps=settings.sample_steps, guidance=settings.guidance,
-                          null_context=null_tokens(tokens.shape[0]), generator=generator)  # fmt: skip
+                          null_context=null_tokens(tokens.shape[0]), generator=generator,
+                          clip_denoised=True)  # pixel space  # fmt: skip
     return samples.clamp(-1, 1)
 
 

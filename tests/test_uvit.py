@@ -152,6 +152,9 @@ def test_ddim_sampler_shapes_and_guidance_arguments(model_and_inputs) -> None:
     guided = ddim_sample(model, context, (2, 3, 8, 8), schedule, steps=5, guidance=3.0, null_context=null,
                          generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert guided.shape == samples.shape and not torch.equal(guided, samples)
+    clipped = ddim_sample(model, context, (2, 3, 8, 8), schedule, steps=5, clip_denoised=True,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert float(clipped.abs().max()) <= 1.0  # the last step returns the clamped estimate of x_0
     with pytest.raises(ValueError, match="null_context"):
         ddim_sample(model, context, (2, 3, 8, 8), schedule, steps=5, guidance=2.0)
     with pytest.raises(ValueError, match="steps=0 is out of range"):

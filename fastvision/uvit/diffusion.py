@@ -64,9 +64,11 @@ def ddim_sample(
     null_context: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    clip_denoised: bool = False,
 ) -> torch.Tensor:
     """Deterministic DDIM samples of ``shape`` (batch first) for ``context``; ``guidance > 1`` mixes in the
-    prediction for ``null_context`` (classifier-free guidance)."""
+    prediction for ``null_context`` (classifier-free guidance). ``clip_denoised`` clamps each step's estimate of x_0
+    to [-1, 1] and re-derives the noise from it, as pixel-space samplers do (not for latents)."""
     if not 1 <= steps <= schedule.steps:
         raise ValueError(f"steps={steps} is out of range: allowed is 1 <= steps <= {schedule.steps}.")
     if guidance != 1.0 and null_context is None:
@@ -84,5 +86,8 @@ def ddim_sample(
         alpha = float(alphas[t])
         alpha_prev = float(alphas[times[index + 1]]) if index + 1 < len(times) else 1.0
         x0 = (x - (1 - alpha) ** 0.5 * noise) / alpha**0.5
+        if clip_denoised:
+            x0 = x0.clamp(-1, 1)
+            noise = (x - alpha**0.5 * x0) / (1 - alpha) ** 0.5
         x = alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * noise
     return x
