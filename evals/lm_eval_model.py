@@ -5,8 +5,9 @@ is applied with ``fastvision.patch`` when the model is loaded. Every batch of re
 
 - its prefill latency, timed inside the real ``generate`` (or loglikelihood) call, on the patched model;
 - with ``fastv_measure=True`` (the default) three extra prefills of the same batch: the patched prefill under
-  ``FlopCounterMode`` (FLOPs and kept image tokens), and the unpatched prefill once counted and once timed. So the
-  relative FLOPs and the latency ratio are paired, batch by batch, in one run.
+  ``FlopCounterMode`` (FLOPs and kept image tokens), and the unpatched prefill once counted and once timed (a
+  one-token ``generate``, timed by the same forward hooks as the patched one). So the relative FLOPs and the latency
+  ratio are paired, batch by batch, in one run.
 
 The totals are summed over ranks (``accelerate launch``) and reported by ``get_model_info``, which lm-eval writes
 into the results under ``config.fastvision``. ``fastvision card`` reads them from there.
