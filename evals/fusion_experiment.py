@@ -39,7 +39,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 
 @dataclass(frozen=True)
 class FusionRunSettings:
-    steps: int = 900
+    steps: int = 1100
     seeds: tuple[int, ...] = (0, 1, 2)
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -50,6 +50,8 @@ class FusionRunSettings:
     train_images: int = 6000
     judge_steps: int = 300
     timing_rounds: int = 12
+    min_snr_gamma: float | None = None
+    x0_weight_cap: float | None = 20.0  # weight the high-noise steps: plain ε loss left the samples as noise
 
 
 QUICK = FusionRunSettings(steps=250, seeds=(0, 1), samples=48, sample_steps=15, train_images=3000)
@@ -116,7 +118,8 @@ def training_step(
     tokens = data.tokens[chosen].clone()
     dropped = torch.rand(settings.batch_size, generator=generator) < settings.caption_dropout
     tokens[dropped] = null_tokens(int(dropped.sum()))
-    loss = diffusion_loss(model, data.images[chosen], tokens, schedule, generator)
+    loss = diffusion_loss(model, data.images[chosen], tokens, schedule, generator, min_snr_gamma=settings.min_snr_gamma,
+                          x0_weight_cap=settings.x0_weight_cap)  # fmt: skip
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -187,3 +187,19 @@ def test_tiny_training_lowers_the_diffusion_loss(fusion) -> None:
         loss.backward()
         optimizer.step()
     assert evaluate() < 0.7 * before
+
+
+def test_loss_weightings_follow_their_definitions() -> None:
+    from fastvision.uvit.diffusion import NoiseSchedule, loss_weights
+
+    schedule = NoiseSchedule.stable_diffusion()
+    timesteps = torch.tensor([0, 100, 500, 999])
+    alpha = schedule.alphas_cumprod[timesteps]
+    snr = alpha / (1 - alpha)
+    assert torch.equal(loss_weights(schedule, timesteps, None, None), torch.ones(4, dtype=torch.float64))
+    min_snr = loss_weights(schedule, timesteps, 5.0, None)
+    assert torch.allclose(min_snr, torch.minimum(snr, torch.tensor(5.0)) / snr)
+    assert min_snr[0] < 0.01 and min_snr[-1] == 1.0  # the easy low-noise steps are the ones turned down
+    capped = loss_weights(schedule, timesteps, None, 20.0)
+    assert torch.allclose(capped, torch.minimum(1 / snr, torch.tensor(20.0)))
+    assert capped[-1] == 20.0 and capped[0] < 0.01
