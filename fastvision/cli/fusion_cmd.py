@@ -17,6 +17,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller run (fewer steps, 2 seeds)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2)")
+    parser.add_argument("--x0-weight-cap", type=float, default=None,
+                        help="cap of the 1/SNR loss weight (default 20; 0 trains with the plain ε loss)")  # fmt: skip
     parser.add_argument("--out", default="fastvision-fusion", help="output folder (results.json, plots)")
     parser.set_defaults(run=run)
 
@@ -32,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {args.steps}.")
         settings = dataclasses.replace(settings, steps=args.steps)
+    if args.x0_weight_cap is not None:
+        if args.x0_weight_cap < 0:
+            raise ValueError(f"--x0-weight-cap must be >= 0, got {args.x0_weight_cap}.")
+        settings = dataclasses.replace(settings, x0_weight_cap=args.x0_weight_cap or None)
     if args.seeds is not None:
         settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
     started = time.perf_counter()
