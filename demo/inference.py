@@ -114,8 +114,6 @@ class ReplicaPool:
         try:
             yield model
         finally:
-            if fastvision.is_patched(model):
-                fastvision.unpatch(model)
             self._free.put(model)
 
 
@@ -157,11 +155,10 @@ class DemoEngine:
         inputs = self.encode(image, question)
         with self.pool.checkout() as model:
             baseline = self._arm(model, inputs)
-            fastvision.patch(model, config)
-            fastv = self._arm(model, inputs)
-            model(**inputs, logits_to_keep=1, use_cache=False)  # this thread's latest prefill, read right after
-            record = fastvision.kept_tokens(model)
-            fastvision.unpatch(model)
+            with fastvision.patched(model, config):  # unpatched again before the replica goes back, even on errors
+                fastv = self._arm(model, inputs)
+                model(**inputs, logits_to_keep=1, use_cache=False)  # this thread's latest prefill, read right after
+                record = fastvision.kept_tokens(model)
         if record is None:
             raise DemoInputError("The model saw no image tokens for this input, so there was nothing to prune.")
         return Comparison(

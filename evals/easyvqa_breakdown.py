@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-COLORS = ("red", "green", "blue", "yellow", "black", "gray", "teal", "brown")
+from fastvision.bundled.train import COLORS
+
 NEGATIONS = (" not ", "is no ")
 
 

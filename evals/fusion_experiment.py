@@ -23,7 +23,7 @@ from fastvision.evals.fusion_data import CAPTION_LENGTH, NULL_WORD, VOCABULARY, 
 from torch import nn
 
 import fastvision
-from fastvision.flops import measure_flops
+from fastvision.flops.uvit import uvit_cost
 from fastvision.uvit import UViT, UViTConfig
 from fastvision.uvit.diffusion import NoiseSchedule, ddim_sample, diffusion_loss
 from fastvision.uvit.model import Block
@@ -138,17 +138,6 @@ def sample_images(model: CaptionedUViT, tokens: torch.Tensor, settings: FusionRu
     return samples.clamp(-1, 1)
 
 
-def forward_flops(fusion: dict[str, Any] | None) -> int:
-    """FLOPs of one forward of the experiment's U-ViT (one image, the caption tokens), text encoder excluded."""
-    model = UViT(MODEL)
-    if fusion is not None:
-        fastvision.patch(model, **fusion)
-    x = torch.zeros(1, MODEL.in_chans, MODEL.image_size, MODEL.image_size)
-    with torch.no_grad():
-        report, _ = measure_flops(lambda: model(x, torch.zeros(1), torch.zeros(1, MODEL.text_tokens, MODEL.text_dim)))
-    return report.total
-
-
 def paired_step_times(data: CaptionedImages, settings: FusionRunSettings, rounds: int = 12) -> dict[str, float]:
     """Median training-step seconds per variant, timed round-robin (one step of each per round, first round warm-up)."""
     schedule = NoiseSchedule.stable_diffusion()
@@ -194,7 +183,7 @@ def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> 
                          "final_loss": final_loss, "seconds": time.perf_counter() - started})  # fmt: skip
             samples.setdefault(name, images)
             advance(f"{name} seed {seed}: alignment {accuracy['all']:.3f}, Fréchet distance {distance:.2f}")
-    flops = {name: forward_flops(fusion) for name, fusion in VARIANTS.items()}
+    flops = {name: uvit_cost(MODEL, fusion)["flops"] for name, fusion in VARIANTS.items()}  # text encoder excluded
     step_times = paired_step_times(train, settings, rounds=settings.timing_rounds)
     baseline = next(iter(VARIANTS))
     summary = {}

@@ -17,7 +17,7 @@ TASK_TYPE = "visual-question-answering"
 TAGS = ["fastvision", "fastv", "visual-token-pruning", "vision-language", "image-text-to-text"]
 
 
-def _eval_results(source: CardSource, model_name: str) -> list[Any]:
+def _eval_results(source: CardSource) -> list[Any]:
     from huggingface_hub import EvalResult
 
     dataset = {"task_type": TASK_TYPE, "task_name": "Visual Question Answering", "dataset_type": source.dataset,
@@ -114,7 +114,7 @@ def build_card(source: CardSource, *, base_model: str | None = None, name: str |
         pipeline_tag="image-text-to-text",
         tags=TAGS,
         model_name=model_name,
-        eval_results=_eval_results(source, model_name),
+        eval_results=_eval_results(source),
         fastvision={"recommended": recommended.config, "source": source.kind},
     )
     body = _body(source, model_name, recommended, plot, base_model or source.model)

@@ -73,12 +73,7 @@ def patch(
             raise TypeError(f"FastV options {given} do not apply to intermediate fusion (fusion, v, c, conditioning).")
         return _patch_fusion(model, {name: value for name, value in fusion_options.items() if value is not _UNSET})
     config = _fastv_config(k, ratio, {"scoring": scoring, "modality": modality, "schedule": schedule, "seed": seed})
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
-    if get_handle(model) is not None:
-        raise RuntimeError(
-            f"This model is already patched ({get_handle(model).config}); call fastvision.unpatch(model) first."
-        )
+    _check_patchable(model)
     adapter = adapter_for(model)
     adapter.check_model(model)
     num_layers = len(adapter.decoder_layers(model))
@@ -102,6 +97,15 @@ def patch(
     return model
 
 
+def _check_patchable(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
+    if get_handle(model) is not None:
+        raise RuntimeError(
+            f"This model is already patched ({get_handle(model).config}); call fastvision.unpatch(model) first."
+        )
+
+
 def _is_uvit(model: Any) -> bool:
     from fastvision.uvit.model import UViT
 
@@ -111,10 +115,7 @@ def _is_uvit(model: Any) -> bool:
 def _patch_fusion(model: ModelT, options: dict[str, Any]) -> ModelT:
     from fastvision.patches.uvit import FusionConfig, patch_fusion
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"fastvision.patch expects a torch.nn.Module, got {type(model).__name__}.")
-    if get_handle(model) is not None:
-        raise RuntimeError(f"This model is already patched ({get_handle(model).config}); unpatch it first.")
+    _check_patchable(model)
     patch_fusion(model, FusionConfig(**{"fusion": "intermediate", **options}))
     return model
 
