@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastvision.evals.results import EvalResults
 
@@ -33,6 +34,13 @@ def pareto_plot(results: EvalResults, path: str | Path) -> Path:
     axes.set_title(f"{Path(results.model).name} on {results.dataset.get('name')} ({baseline.questions} questions)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ class SettingResult:
     latency_ms: float  # median single-question prefill
     image_tokens: float  # mean per question
     kept_image_tokens: float  # mean per question, as seen by the last pruned layers
+    tower: str | None = None  # the vision tower, in a tower comparison (fastvision eval-towers)
 
 
 @dataclass

@@ -1,11 +1,14 @@
 """fastvision: plug-in acceleration for Hugging Face vision-language models.
 
 ``fastvision.patch(model, k=2, ratio=0.5)`` applies FastV visual-token pruning (arXiv 2403.06764) to a stock
-transformers VLM in place; ``fastvision.unpatch(model)`` restores it exactly. Importing this package does not import
-gradio, lm-eval or datasets.
+transformers VLM in place; ``fastvision.unpatch(model)`` restores it exactly. ``fastvision.swap_vision_tower`` and
+``fastvision.reparameterize`` work with the bundled backbones (``fastvision.backbones``). Importing this package does
+not import gradio, lm-eval or datasets.
 """
 
 from fastvision.api import is_patched, kept_tokens, patch, patch_config, patched, unpatch
+from fastvision.backbones.reparam import reparameterize
+from fastvision.backbones.vlm import swap_vision_tower
 from fastvision.fastv.config import FastVConfig
 from fastvision.fastv.record import KeptTokens
 from fastvision.registry import supported_model_types
@@ -21,6 +24,8 @@ __all__ = [
     "patch",
     "patch_config",
     "patched",
+    "reparameterize",
     "supported_model_types",
+    "swap_vision_tower",
     "unpatch",
 ]

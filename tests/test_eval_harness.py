@@ -144,3 +144,15 @@ def test_breakdown_counts_every_question(capsys):
     assert breakdown_main(["--limit", "40"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].split()[0] == "all" and lines[-1].endswith("/40)")
+
+
+def test_probe_reports_every_layer(capsys):
+    from fastvision.evals.easyvqa_probe import main as probe_main
+
+    assert probe_main(["--limit", "400"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "colour yes/no questions" in lines[0]
+    assert [line.split(":")[0] for line in lines[1:]] == [f"layer {i}" for i in range(5)]  # embeddings + 4 layers
+    for line in lines[1:]:
+        scores = [float(word) for word in line.split() if word.replace(".", "").isdigit() and "." in word]
+        assert len(scores) == 3 and all(0.0 <= score <= 1.0 for score in scores)

@@ -31,5 +31,11 @@ def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
         "fastvision/bundled/easyvqa-llava/tokenizer.json",
     ):
         assert expected in names
+    source_packages = {
+        f"fastvision/{path.parent.relative_to(ROOT / 'fastvision').as_posix()}/__init__.py".replace("/./", "/")
+        for path in (ROOT / "fastvision").rglob("__init__.py")
+    }
+    missing = sorted(package for package in source_packages if package not in names)
+    assert not missing, f"packages left out of the wheel (add them to pyproject's packages): {missing}"
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
     assert "fastvision = fastvision.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -47,23 +47,23 @@ def build_tokenizer(words: list[str]) -> Any:
     )
 
 
-def build_processor(tokenizer: Any) -> Any:
+def build_processor(tokenizer: Any, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE) -> Any:
     from transformers import CLIPImageProcessorPil, LlavaProcessor
 
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         vision_feature_select_strategy="default",
         chat_template=CHAT_TEMPLATE,
         num_additional_image_tokens=1,  # CLIP's CLS token, which the "default" strategy drops again
     )
 
 
-def build_model(tokenizer: Any, seed: int = 0) -> Any:
+def build_model(tokenizer: Any, seed: int = 0, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE) -> Any:
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -72,8 +72,8 @@ def build_model(tokenizer: Any, seed: int = 0) -> Any:
         intermediate_size=192,
         num_hidden_layers=3,
         num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
+        image_size=image_size,
+        patch_size=patch_size,
     )
     text = LlamaConfig(
         hidden_size=128,

@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def _pretrain_vision(
 ) -> float:
     """Stage 1: shape + colour classification on the vision tower's mean token; returns the last loss."""
     tower = model.model.vision_tower
-    head = torch.nn.Linear(tower.config.hidden_size, len(SHAPES) + len(COLORS))
+    width = tower.hidden_size if hasattr(tower, "hidden_size") else tower.config.hidden_size  # swapped or CLIP
+    head = torch.nn.Linear(width, len(SHAPES) + len(COLORS))
     optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=1e-3, weight_decay=0.05)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
@@ -125,6 +127,82 @@ def _collate(
     return ids, mask, labels
 
 
+@dataclass
+class FitSettings:
+    """The two-stage recipe's knobs (stage 1: vision tower; stage 2: projector + language model)."""
+
+    seed: int = 0
+    steps: int = 1500
+    vision_steps: int = 800
+    batch_size: int = 48
+    learning_rate: float = 2e-3
+    progress: bool = True
+
+
+def fit_llava(model: Any, processor: Any, train: Any, settings: FitSettings) -> dict[str, Any]:
+    """Train ``model`` (any LLaVA whose tower returns ``last_hidden_state``) on the easy-VQA rows ``train``.
+
+    Used by ``train_bundled`` and by the vision-tower comparison (``fastvision eval-towers``), so every tower is
+    trained by the same recipe. The caller seeds the global RNGs (before building the model, so the model's
+    initialisation is seeded too); ``settings.seed`` seeds the data order. Returns the run's statistics.
+    """
+    tokenizer = processor.tokenizer
+    model.train()
+    pixels, prompts, answers, images, image_index = _encode_split(processor, train)
+    generator = torch.Generator().manual_seed(settings.seed)
+    labelled = _image_labels(train)
+    label_rows = [image_index[image_id] for image_id in labelled]
+    vision_loss = float("nan")
+    if settings.vision_steps and labelled:
+        labels = torch.tensor(list(labelled.values()))
+        vision_loss = _pretrain_vision(model, pixels[label_rows], labels, settings.vision_steps, 64, generator)
+        if settings.progress:
+            print(f"stage 1 (vision tower, {len(labelled)} images): {settings.vision_steps} steps, "
+                  f"loss {vision_loss:.4f}")  # fmt: skip
+    # Stage 2 keeps the tower frozen: at this learning rate it otherwise forgets shapes before the LM learns to read
+    # them (measured: shape answers stayed at chance, 30%, with the tower trainable).
+    model.model.vision_tower.requires_grad_(False)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.01)
+    steps, batch_size = settings.steps, settings.batch_size
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    order = torch.randperm(len(prompts), generator=generator).tolist()
+    losses: list[float] = []
+    bar = _progress(settings.progress, steps)
+    for step in range(steps):
+        start = (step * batch_size) % len(order)
+        if start + batch_size > len(order):
+            order = torch.randperm(len(prompts), generator=generator).tolist()
+            start = 0
+        chosen = order[start : start + batch_size]
+        ids, mask, labels = _collate([prompts[i] for i in chosen], [answers[i] for i in chosen],
+                                     tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
+        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels[[images[i] for i in chosen]],
+                     labels=labels).loss  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        bar(step, losses[-1])
+    model.model.vision_tower.requires_grad_(True)
+    model.eval()
+    return {
+        "vision_images": len(labelled),
+        "vision_final_loss": vision_loss,
+        "train_questions": len(prompts),
+        "final_loss_mean_last_50": sum(losses[-50:]) / len(losses[-50:]),
+    }
+
+
 def train_bundled(
     out: Path = BUNDLED_MODEL,
     *,
@@ -148,58 +226,14 @@ def train_bundled(
     started = time.perf_counter()
     tokenizer = build_tokenizer(_vocabulary())
     processor = build_processor(tokenizer)
-    model = build_model(tokenizer, seed=seed).train()
-    train = load_easyvqa("train", limit=train_limit)
-    pixels, prompts, answers, images, image_index = _encode_split(processor, train)
-    generator = torch.Generator().manual_seed(seed)
-    labelled = _image_labels(train)
-    label_rows = [image_index[image_id] for image_id in labelled]
-    vision_loss = float("nan")
-    if vision_steps and labelled:
-        labels = torch.tensor(list(labelled.values()))
-        vision_loss = _pretrain_vision(model, pixels[label_rows], labels, vision_steps, 64, generator)
-        if progress:
-            print(f"stage 1 (vision tower, {len(labelled)} images): {vision_steps} steps, loss {vision_loss:.4f}")
-    # Stage 2 keeps the tower frozen: at this learning rate it otherwise forgets shapes before the LM learns to read
-    # them (measured: shape answers stayed at chance, 30%, with the tower trainable).
-    model.model.vision_tower.requires_grad_(False)
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    order = torch.randperm(len(prompts), generator=generator).tolist()
-    losses: list[float] = []
-    bar = _progress(progress, steps)
-    for step in range(steps):
-        start = (step * batch_size) % len(order)
-        if start + batch_size > len(order):
-            order = torch.randperm(len(prompts), generator=generator).tolist()
-            start = 0
-        chosen = order[start : start + batch_size]
-        ids, mask, labels = _collate([prompts[i] for i in chosen], [answers[i] for i in chosen],
-                                     tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
-        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels[[images[i] for i in chosen]],
-                     labels=labels).loss  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        bar(step, losses[-1])
+    model = build_model(tokenizer, seed=seed)
+    settings = FitSettings(seed, steps, vision_steps, batch_size, learning_rate, progress)
+    stats = fit_llava(model, processor, load_easyvqa("train", limit=train_limit), settings)
     train_seconds = time.perf_counter() - started
-    model.eval()
     check = load_easyvqa("test", limit=check_questions)
     accuracy = exact_match_accuracy(model, processor, check)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.model.vision_tower.requires_grad_(True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     record = {
@@ -207,13 +241,13 @@ def train_bundled(
         "seed": seed,
         "steps": steps,
         "vision_steps": vision_steps,
-        "vision_images": len(labelled),
-        "vision_final_loss": vision_loss,
+        "vision_images": stats["vision_images"],
+        "vision_final_loss": stats["vision_final_loss"],
         "batch_size": batch_size,
         "learning_rate": learning_rate,
-        "train_questions": len(prompts),
+        "train_questions": stats["train_questions"],
         "parameters": sum(p.numel() for p in model.parameters()),
-        "final_loss_mean_last_50": sum(losses[-50:]) / len(losses[-50:]),
+        "final_loss_mean_last_50": stats["final_loss_mean_last_50"],
         "train_seconds": round(train_seconds, 1),
         "threads": threads,
         "torch": torch.__version__,

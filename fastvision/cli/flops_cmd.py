@@ -17,7 +17,13 @@ def add_parser(subparsers: Any) -> None:
         description="Count prefill FLOPs (FlopCounterMode on the meta device) of a preset (llava-1.5-7b, "
         "llava-1.5-13b, qwen2-vl-7b, qwen2.5-vl-7b), a local config.json, or a Hub id, unpruned and with FastV.",
     )
-    parser.add_argument("model", help="preset name, path to a config.json (or its folder), or a Hub id")
+    parser.add_argument("model", nargs="?", help="preset name, path to a config.json (or its folder), or a Hub id")
+    parser.add_argument(
+        "--backbone",
+        nargs="+",
+        metavar="NAME",
+        help="params and MACs of bundled backbones against their papers instead ('all' for every one)",
+    )
     parser.add_argument("--k", type=int, default=2, help="FastV layer K (default 2)")
     parser.add_argument("--ratio", type=float, nargs="+", default=[0.5], help="one or more ratios (default 0.5)")
     parser.add_argument("--scoring", default="last", choices=["last", "mean"])
@@ -122,6 +128,12 @@ def _ratio(value: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from fastvision.uvit import UVIT_PRESETS
 
+    if args.backbone:
+        from fastvision.cli.flops_backbone import run_backbones
+
+        return run_backbones(args.backbone, as_json=args.json)
+    if args.model is None:
+        raise ValueError("give a model (preset, config path or Hub id) or --backbone NAME")
     if args.model in UVIT_PRESETS:
         return run_uvit(args)
     if args.schedule:
