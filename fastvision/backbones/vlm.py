@@ -79,7 +79,7 @@ def swap_vision_tower(
     if not isinstance(stage, int) or not -stages <= stage < stages:
         raise ValueError(f"stage {stage!r} out of range for {backbone!r}, which has {stages} stages "
                          f"(use -{stages}..{stages - 1})")  # fmt: skip
-    tower = BackboneVisionTower(network, stage, name).to(model.dtype)
+    tower = BackboneVisionTower(network, stage, name).to(device=model.device, dtype=model.dtype)
     config = copy.deepcopy(model.config)
     config.vision_config.hidden_size = tower.hidden_size
     config.vision_config.image_size = tower.image_size
@@ -88,7 +88,7 @@ def swap_vision_tower(
     config.vision_feature_select_strategy = "full"
     config.image_seq_length = tower.num_image_tokens
     config.fastvision_vision_tower = {"backbone": name, "stage": stage, **kwargs}
-    projector = type(model.model.multi_modal_projector)(config).to(model.dtype)
+    projector = type(model.model.multi_modal_projector)(config).to(device=model.device, dtype=model.dtype)
     model.model.vision_tower = tower
     model.model.multi_modal_projector = projector
     model.config = config
