@@ -120,8 +120,7 @@ def run_tower_comparison(settings: TowerRunSettings) -> Any:
     fit = FitSettings(settings.seed, settings.steps, settings.vision_steps, settings.batch_size,
                       settings.learning_rate, settings.progress)  # fmt: skip
     rows, training = [], {}
-    for name in settings.towers:
-        torch.manual_seed(settings.seed)
+    for name in settings.towers:  # build_tower_llava seeds the model's initialisation itself
         model, processor = build_tower_llava(name, settings.seed)
         tower_started = time.perf_counter()
         if settings.progress:

@@ -14,6 +14,8 @@ from typing import Any
 
 from torch import nn
 
+from fastvision.backbones.base import FeatureExtractor
+
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 _MODALITIES: dict[str, str] = {}
 _ARCHITECTURE_MODULES = ("cvt", "parameternet", "repmlpnet", "turbovit", "vheat")
@@ -76,8 +78,6 @@ def create_backbone(
     feature map per stage (described by its ``feature_info``). No weights are bundled for these architectures, so
     ``pretrained=True`` is refused rather than silently ignored.
     """
-    from fastvision.backbones.base import FeatureExtractor
-
     _load_architectures()
     _check_name(name)
     if pretrained:
