@@ -13,7 +13,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class PaperBudget:
     params_m: float
-    gmacs: float
+    gmacs: float | None  # None: the paper gives no MACs
     top1: float | None
     source: str
     params_tolerance: float = 0.01
@@ -21,6 +21,11 @@ class PaperBudget:
     upper_bound: bool = False
     count_note: str = ""
 
+
+_VSVIG_NOTE = (
+    "our temporal conv runs on (time, points) only; the authors' Conv3d also pads the singleton axis to 3 and computes "
+    "2 wasted columns. Counting those and BatchNorm (thop) gives the paper's number, the 'paper convention' MACs"
+)
 
 PAPER_BUDGETS: dict[str, PaperBudget] = {
     "parameternet_600m": PaperBudget(
@@ -43,4 +48,16 @@ PAPER_BUDGETS: dict[str, PaperBudget] = {
     "vheat_small": PaperBudget(50.1, 8.48, 83.6, "arXiv 2405.16555 Table 1 (inference mode)"),
     "vheat_base": PaperBudget(87.5, 14.9, 83.9, "arXiv 2405.16555 Table 1 (inference mode)"),
     "turbovit": PaperBudget(12.7, 2.2, 82.1, "REFERENCE.md derived bound (arXiv 2308.11421)", upper_bound=True),
+    "vsvig_base": PaperBudget(5.48, 0.85, None, "arXiv 2311.14775", macs_tolerance=0.02, count_note=_VSVIG_NOTE),
+    "vsvig_light": PaperBudget(
+        1.43,
+        0.22,
+        None,
+        "arXiv 2311.14775 (the abstract's 0.4G FLOPs = 2 x MACs)",
+        macs_tolerance=0.02,
+        count_note=_VSVIG_NOTE,
+    ),
+    "trecvit_b": PaperBudget(
+        137.0, None, None, "REFERENCE.md's estimate (arXiv 2412.14294)", params_tolerance=0.02
+    ),
 }

@@ -18,7 +18,7 @@ from fastvision.backbones.base import FeatureExtractor
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 _MODALITIES: dict[str, str] = {}
-_ARCHITECTURE_MODULES = ("cvt", "parameternet", "repmlpnet", "turbovit", "vheat")
+_ARCHITECTURE_MODULES = ("cvt", "parameternet", "repmlpnet", "trecvit", "turbovit", "vheat", "vsvig")
 _LOADED = False
 
 
@@ -70,7 +70,7 @@ def _check_name(name: str) -> None:
 
 
 def create_backbone(
-    name: str, *, num_classes: int = 1000, features_only: bool = False, pretrained: bool = False, **kwargs: Any
+    name: str, *, num_classes: int | None = None, features_only: bool = False, pretrained: bool = False, **kwargs: Any
 ) -> nn.Module:
     """Build the registered backbone ``name`` with freshly initialised weights.
 
@@ -82,8 +82,12 @@ def create_backbone(
     _check_name(name)
     if pretrained:
         raise ValueError(f"no pretrained weights are available for {name!r}; pass pretrained=False and train it.")
-    if not isinstance(num_classes, int) or num_classes < 0:
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0):
         raise ValueError(f"num_classes must be an integer >= 0 (0: no classifier), got {num_classes!r}")
-    model = _FACTORIES[name](num_classes=0 if features_only else num_classes, **kwargs)
+    if features_only:
+        kwargs["num_classes"] = 0
+    elif num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = _FACTORIES[name](**kwargs)
     model.backbone_name = name
     return FeatureExtractor(model) if features_only else model

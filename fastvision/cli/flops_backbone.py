@@ -11,13 +11,13 @@ def backbone_rows(names: list[str]) -> list[dict[str, Any]]:
     from fastvision.flops.backbones import profile_backbone
 
     if names == ["all"]:
-        names = list_backbones(modality="image")
+        names = list_backbones()
     return [profile_backbone(name) for name in names]
 
 
 def _paper(row: dict[str, Any], key: str, scale: float) -> str:
     paper = row.get("paper")
-    if paper is None:
+    if paper is None or paper[key] is None:
         return "—"
     return f"{'≤' if paper['upper_bound'] else ''}{paper[key] / scale:.2f}"
 
@@ -33,9 +33,11 @@ def run_backbones(names: list[str], as_json: bool = False) -> int:
     table = Table(title="Backbones at their design input size (MACs = multiply-adds, deployed form)")
     for column in ("backbone", "input", "params (M)", "deployed (M)", "paper (M)", "GMACs", "paper GMACs", "ok"):
         table.add_column(column, justify="right", no_wrap=True)
+    size = {"image": lambda shape: str(shape[-1]), "video": lambda shape: f"{shape[0]}x{shape[-1]}²",
+            "skeleton": lambda shape: f"{shape[0]}x{shape[1]}x{shape[-1]}²"}  # fmt: skip
     for row in rows:
         table.add_row(
-            row["backbone"], str(row["input_size"][-1]), f"{row['params'] / 1e6:.2f}",
+            row["backbone"], size[row["modality"]](row["input_size"]), f"{row['params'] / 1e6:.2f}",
             f"{row['deployed_params'] / 1e6:.2f}", _paper(row, "params", 1e6), f"{row['macs'] / 1e9:.3f}",
             _paper(row, "macs", 1e9), {True: "yes", False: "no", None: "—"}[row.get("within_budget")],
         )  # fmt: skip
@@ -43,6 +45,8 @@ def run_backbones(names: list[str], as_json: bool = False) -> int:
     console.print(table)
     for row in rows:
         note = row.get("paper", {}).get("note")
-        if note:
+        if note and "paper_convention_macs" in row:
+            console.print(f"{row['backbone']}: {note} ({row['paper_convention_macs'] / 1e9:.3f} GMACs that way).")
+        elif note:
             console.print(f"{row['backbone']}: {note} ({row['macs_with_batchnorm'] / 1e9:.3f} GMACs with BatchNorm).")
     return 0

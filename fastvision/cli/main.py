@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastvision.cli import card_cmd, demo_cmd, eval_cmd, flops_cmd, fusion_cmd, towers_cmd, train_cmd
+from fastvision.cli import (
+    card_cmd,
+    demo_cmd,
+    eval_cmd,
+    flops_cmd,
+    fusion_cmd,
+    prune_cmd,
+    towers_cmd,
+    train_cmd,
+    video_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_parser(subparsers)
     fusion_cmd.add_parser(subparsers)
     towers_cmd.add_parser(subparsers)
+    video_cmd.add_parser(subparsers)
+    prune_cmd.add_parser(subparsers)
     subparsers.add_parser(
         "lm-eval", help="lm-eval with the fastvision model and the package's tasks (every lm-eval argument works)"
     )

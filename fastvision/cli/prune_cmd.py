@@ -1,0 +1,69 @@
+"""``fastvision prune``: AutoBot and FTWT channel pruning on a ResNet and a VGG trained on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+
+def _share(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"must be a share strictly between 0 and 1, got {value}")
+    return number
+
+
+def _mass(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise argparse.ArgumentTypeError(f"must be an activation-mass share in (0, 1], got {value}")
+    return number
+
+
+def add_parser(subparsers: Any) -> None:
+    from fastvision.evals.pruning_experiment import NETWORKS
+
+    parser = subparsers.add_parser(
+        "prune",
+        help="Channel pruning (AutoBot to a MACs target, FTWT per input) on digits: accuracy vs MACs.",
+        description="Train a ResNet- and a VGG-style network on scikit-learn's digits, prune each with AutoBot "
+        "(arXiv 2111.09635) to a share of its MACs and with FTWT (arXiv 2110.08232) at activation-mass thresholds, "
+        "and write the harness's results JSON and a Pareto plot.",
+    )
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=None)
+    parser.add_argument("--target", type=_share, default=None, help="AutoBot's MACs target as a share (default 0.5)")
+    parser.add_argument("--thresholds", type=_mass, nargs="+", default=None, help="FTWT thresholds (0.7 0.85)")
+    parser.add_argument("--quick", action="store_true", help="a smoke-sized run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="fastvision-prune", help="output folder (results.json, prune.png)")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastvision.evals.pruning_experiment import QUICK, PruneRunSettings, prune_plot, run_prune_experiment
+
+    settings = QUICK if args.quick else PruneRunSettings()
+    changes = {"networks": tuple(args.networks) if args.networks else None, "target": args.target,
+               "thresholds": tuple(args.thresholds) if args.thresholds else None}  # fmt: skip
+    settings = dataclasses.replace(settings, threads=args.threads, progress=not args.quiet,
+                                   **{key: value for key, value in changes.items() if value is not None})  # fmt: skip
+    results = run_prune_experiment(settings)
+    out = Path(args.out)
+    results.to_json(out / "results.json")
+    prune_plot(results, out / "prune.png")
+    table = Table(title=f"Channel pruning, {results.dataset['name']} ({results.settings[0].questions} test images)")
+    for column in ("setting", "accuracy", "MACs per image", "rel. MACs", "params"):
+        table.add_column(column, justify="right")
+    for row in results.settings:
+        params = row.config.get("params_after")
+        table.add_row(row.name, f"{row.accuracy:.3f}", f"{row.prefill_flops / 2:,.0f}", f"{row.relative_flops:.3f}",
+                      f"{params:,}" if params else "—")  # fmt: skip
+    Console(width=110).print(table)
+    print(f"wrote {out / 'results.json'} and {out / 'prune.png'} ({results.duration_seconds / 60:.1f} min)")
+    return 0
