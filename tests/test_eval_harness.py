@@ -156,3 +156,25 @@ def test_probe_reports_every_layer(capsys):
     for line in lines[1:]:
         scores = [float(word) for word in line.split() if word.replace(".", "").isdigit() and "." in word]
         assert len(scores) == 3 and all(0.0 <= score <= 1.0 for score in scores)
+
+
+def test_easyvqa_text_check_names_the_image_in_words_and_trains(capsys) -> None:
+    from fastvision.evals.easyvqa_text_check import encode, main, text_rows
+    from transformers import AutoProcessor
+
+    from fastvision.bundled import BUNDLED_MODEL
+
+    tokenizer = AutoProcessor.from_pretrained(BUNDLED_MODEL).tokenizer
+    rows = text_rows("test", tokenizer, limit=40)
+    words = tokenizer.decode(rows[0][0]).split()
+    assert words[0] in ("red", "green", "blue", "yellow", "black", "gray", "teal", "brown")
+    assert words[1] in ("circle", "rectangle", "triangle")
+    _, mask, labels = encode(rows[:3], tokenizer.pad_token_id, with_answer=True)
+    lengths = mask.sum(1)
+    assert [labels[i, lengths[i] - 1].item() for i in range(3)] == [row[1] for row in rows[:3]]
+    assert (labels != -100).sum() == 3  # only the answers are learnt
+    _, left_mask, _ = encode(rows[:3], tokenizer.pad_token_id, with_answer=False)
+    assert left_mask[:, -1].all()  # left-padded: every prompt ends at the last position
+    assert main(["--steps", "250", "--batch-size", "8", "--no-negations"]) == 0
+    printed = capsys.readouterr().out
+    assert "step 250" in printed and "what color" in printed

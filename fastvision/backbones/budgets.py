@@ -57,7 +57,5 @@ PAPER_BUDGETS: dict[str, PaperBudget] = {
         macs_tolerance=0.02,
         count_note=_VSVIG_NOTE,
     ),
-    "trecvit_b": PaperBudget(
-        137.0, None, None, "REFERENCE.md's estimate (arXiv 2412.14294)", params_tolerance=0.02
-    ),
+    "trecvit_b": PaperBudget(137.0, None, None, "REFERENCE.md's estimate (arXiv 2412.14294)", params_tolerance=0.02),
 }
