@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastvision.backbones.trecvit import TRecViT, TRecViTConfig
+from fastvision.pruning.common import accuracy
 
 SMALL_TRECVIT = TRecViTConfig(width=64, depth=3, num_heads=4, mlp_dim=128, img_size=FRAME_SIZE, patch_size=8,
                               num_frames=8, rep_size=128)  # fmt: skip
@@ -108,16 +109,6 @@ def train_model(model: nn.Module, settings: VideoRunSettings, train: Any) -> flo
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, test: Any, batch_size: int = 128) -> float:
-    model.eval()
-    correct = sum(
-        (model(test.videos[i : i + batch_size]).argmax(-1) == test.labels[i : i + batch_size]).sum().item()
-        for i in range(0, len(test), batch_size)
-    )
-    return correct / len(test)
-
-
-@torch.no_grad()
 def stream_accuracy(model: TRecViT, test: Any, batch_size: int = 128) -> list[float]:
     """Accuracy of TRecViT's causal prediction after each frame (what a live stream would show)."""
     model.eval()
@@ -174,7 +165,7 @@ def run_video_experiment(settings: VideoRunSettings) -> VideoResults:
         began = time.perf_counter()
         losses[name] = train_model(model, settings, train)
         seconds[name] = round(time.perf_counter() - began, 1)
-        accuracies[name] = accuracy(model, test)
+        accuracies[name] = accuracy(model, test.videos, test.labels)
         if name == "trecvit":
             by_frame = stream_accuracy(model, test)
     return VideoResults(

@@ -17,6 +17,14 @@ def _positive(value: str) -> int:
     return number
 
 
+def _common_arguments(parser: argparse.ArgumentParser, steps_help: str, out: str, plot: str) -> None:
+    parser.add_argument("--quick", action="store_true", help="a smoke-sized run")
+    parser.add_argument("--steps", type=_positive, default=None, help=steps_help)
+    parser.add_argument("--threads", type=_positive, default=2)
+    parser.add_argument("--out", default=out, help=f"output folder (results.json, {plot})")
+    parser.add_argument("--quiet", action="store_true")
+
+
 def add_parser(subparsers: Any) -> None:
     video = subparsers.add_parser(
         "eval-video",
@@ -24,11 +32,7 @@ def add_parser(subparsers: Any) -> None:
         description="Train a small TRecViT (arXiv 2412.14294) and a ViViT of similar size on procedurally generated "
         "moving-shape clips, score them, and measure MACs and peak memory as the clips grow.",
     )
-    video.add_argument("--quick", action="store_true", help="a smoke-sized run")
-    video.add_argument("--steps", type=_positive, default=None, help="training steps per model (default 600)")
-    video.add_argument("--threads", type=_positive, default=2)
-    video.add_argument("--out", default="fastvision-video", help="output folder (results.json, video.png)")
-    video.add_argument("--quiet", action="store_true")
+    _common_arguments(video, "training steps per model (default 600)", "fastvision-video", "video.png")
     video.set_defaults(run=run_video)
 
     seizure = subparsers.add_parser(
@@ -37,11 +41,7 @@ def add_parser(subparsers: Any) -> None:
         description="Train VSViG-Light (arXiv 2311.14775) on synthetic skeleton-patch recordings with seizure onsets, "
         "then stream held-out recordings through it and the decision rule.",
     )
-    seizure.add_argument("--quick", action="store_true", help="a smoke-sized run")
-    seizure.add_argument("--steps", type=_positive, default=None, help="training steps (default 300)")
-    seizure.add_argument("--threads", type=_positive, default=2)
-    seizure.add_argument("--out", default="fastvision-seizure", help="output folder (results.json, seizure.png)")
-    seizure.add_argument("--quiet", action="store_true")
+    _common_arguments(seizure, "training steps (default 300)", "fastvision-seizure", "seizure.png")
     seizure.set_defaults(run=run_seizure)
 
 

@@ -67,12 +67,11 @@ def flops_loss(macs: torch.Tensor, target: float, full: float) -> torch.Tensor:
 def _at_least_one(keep: torch.Tensor, gates: torch.Tensor, graph: ChannelGraph, mac_model: MacModel) -> torch.Tensor:
     """``keep``, plus the highest-gated component of any layer that would be left with no output channel."""
     keep = keep.clone()
-    position = {root: index for index, root in enumerate(mac_model.roots)}
     for call in graph.calls.values():
         if call.kind not in ("conv", "linear"):
             continue
-        own = [position[graph.root(n)] for n in call.outputs if graph.root(n) in position]
-        if own and len(own) == len(call.outputs) and keep[own].sum() == 0:
+        own = graph.component_index(call.outputs).tolist()
+        if own and max(own) < mac_model.num_components and keep[own].sum() == 0:
             keep[max(own, key=lambda i: gates[i])] = 1.0
     return keep
 

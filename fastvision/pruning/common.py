@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,12 +24,14 @@ def check_data(model: nn.Module, data: Any) -> tuple[torch.Tensor, torch.Tensor]
                          f"{tuple(labels.shape)} ({labels.dtype}) for {len(inputs)} inputs")  # fmt: skip
     if len(inputs) < 2:
         raise ValueError(f"data needs at least 2 examples, got {len(inputs)}")
-    probe = copy.deepcopy(model).eval()
-    try:
+    was_training = model.training
+    try:  # eval mode without gradients leaves the weights and the BatchNorm statistics as they were
         with torch.no_grad():
-            logits = probe(inputs[:2])
+            logits = model.eval()(inputs[:2])
     except Exception as error:
         raise ValueError(f"data of shape {tuple(inputs.shape)} does not fit the model: {error}") from error
+    finally:
+        model.train(was_training)
     if logits.dim() != 2 or int(labels.max()) >= logits.shape[1] or int(labels.min()) < 0:
         low, high = int(labels.min()), int(labels.max())
         raise ValueError(f"labels must be class indices in [0, {logits.shape[-1]}) for the model's "
@@ -59,12 +60,7 @@ def gate_points(graph: ChannelGraph) -> dict[str, torch.Tensor]:
 
     Values: the component index of each channel (``num_components`` for a channel that cannot be pruned).
     """
-    position = {root: index for index, root in enumerate(graph.components)}
-    none = len(position)
-
-    def index(nodes: list[int]) -> torch.Tensor:
-        return torch.tensor([position.get(graph.root(node), none) for node in nodes], dtype=torch.long)
-
+    index, none = graph.component_index, len(graph.components)
     points = {name: index(channels) for name, channels in graph.batchnorms.items()}
     for name, call in graph.calls.items():
         if call.kind in ("conv", "linear") and call.followed_by_batchnorm is None:

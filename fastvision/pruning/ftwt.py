@@ -72,27 +72,26 @@ class FTWTNetwork(nn.Module):
         super().__init__()
         self.network, self.graph, self.mac_model = network, graph, mac_model
         self.threshold, self.decoupled = threshold, decoupled
-        position = {root: index for index, root in enumerate(mac_model.roots)}
         self.layers: dict[str, tuple[str, torch.Tensor]] = {}  # conv -> (its gate point, its component indices)
         predictors = {}
         for name, call in graph.calls.items():
-            components = [graph.root(n) for n in call.outputs]
-            own = [position.get(root) for root in components]
-            if (call.kind != "conv" or call.followed_by_batchnorm is None or None in own
-                    or any(len(graph.components[root]) != 1 for root in components)):  # fmt: skip
+            own = graph.component_index(call.outputs)
+            if (call.kind != "conv" or call.followed_by_batchnorm is None or (own == len(graph.components)).any()
+                    or any(len(graph.components[graph.root(n)]) != 1 for n in call.outputs)):  # fmt: skip
                 continue
-            self.layers[name] = (call.followed_by_batchnorm, torch.tensor(own))
+            self.layers[name] = (call.followed_by_batchnorm, own)
             predictors[name.replace(".", "_")] = nn.Linear(len(call.inputs), len(call.outputs))
         if not self.layers:
             raise ValueError(f"{type(network).__name__} has no conv followed by a BatchNorm whose channels are free "
                              "to switch off per input; FTWT has nothing to mask")  # fmt: skip
         self.predictors = nn.ModuleDict(predictors)
+        modules = dict(network.named_modules())
+        self._hooked = [(modules[name], modules[gate], name) for name, (gate, _) in self.layers.items()]
         self.last_masks: dict[str, torch.Tensor] = {}
         self.last_logits: dict[str, torch.Tensor] = {}
         self.last_targets: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        modules = dict(self.network.named_modules())
         handles = []
         self.last_masks, self.last_logits, self.last_targets = {}, {}, {}
 
@@ -107,14 +106,15 @@ class FTWTNetwork(nn.Module):
 
         def apply(name: str) -> Any:
             def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-                self.last_targets[name] = mass_target(output, self.threshold)
+                if self.training:  # the targets only feed the training loss
+                    self.last_targets[name] = mass_target(output, self.threshold)
                 return output * self.last_masks[name][:, :, None, None]
 
             return hook
 
-        for name, (gate, _) in self.layers.items():
-            handles.append(modules[name].register_forward_pre_hook(predict(name)))
-            handles.append(modules[gate].register_forward_hook(apply(name)))
+        for conv, gate, name in self._hooked:
+            handles.append(conv.register_forward_pre_hook(predict(name)))
+            handles.append(gate.register_forward_hook(apply(name)))
         try:
             return self.network(x)
         finally:

@@ -40,6 +40,14 @@ PASS_THROUGH_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone
 ELEMENTWISE = {"add", "mul", "sub", "__add__", "__mul__", "__sub__", "__iadd__", "__imul__"}
 
 
+def find(parent: list[int], node: int) -> int:
+    """Union-find's root of ``node``, halving the path as it goes."""
+    while parent[node] != node:
+        parent[node] = parent[parent[node]]
+        node = parent[node]
+    return node
+
+
 def _is_dynamic_conv(module: nn.Module) -> bool:
     return type(module).__name__ == "DynamicConv" and hasattr(module, "routing")
 
@@ -77,10 +85,17 @@ class ChannelGraph:
     components: dict[int, list[int]] = field(default_factory=dict)  # prunable root -> its channel nodes
 
     def root(self, node: int) -> int:
-        while self.parent[node] != node:
-            self.parent[node] = self.parent[self.parent[node]]
-            node = self.parent[node]
-        return node
+        return find(self.parent, node)
+
+    @property
+    def roots(self) -> list[int]:
+        """The prunable components in a fixed order: position i of a keep vector is component ``roots[i]``."""
+        return list(self.components)
+
+    def component_index(self, nodes: list[int]) -> torch.Tensor:
+        """Each channel's position in :attr:`roots`, or ``len(roots)`` (a constant 1) for a channel that stays."""
+        position = {root: index for index, root in enumerate(self.components)}
+        return torch.tensor([position.get(self.root(node), len(position)) for node in nodes], dtype=torch.long)
 
     def prunable(self, node: int) -> bool:
         return self.root(node) in self.components
@@ -116,10 +131,7 @@ class _ChannelInterpreter(fx.Interpreter):
         return list(range(start, start + count))
 
     def root(self, node: int) -> int:
-        while self.parent[node] != node:
-            self.parent[node] = self.parent[self.parent[node]]
-            node = self.parent[node]
-        return node
+        return find(self.parent, node)
 
     def tie(self, first: list[int], second: list[int]) -> None:
         for a, b in zip(first, second, strict=True):

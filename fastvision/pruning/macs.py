@@ -20,13 +20,8 @@ class MacModel:
 
     def __init__(self, graph: ChannelGraph, measured_macs: float | None = None) -> None:
         self.graph = graph
-        self.roots = list(graph.components)
-        position = {root: index for index, root in enumerate(self.roots)}
-        none = len(self.roots)  # index of the constant 1 appended to every keep vector
-
-        def index(nodes: list[int]) -> torch.Tensor:
-            return torch.tensor([position.get(graph.root(node), none) for node in nodes], dtype=torch.long)
-
+        self.roots = graph.roots
+        index = graph.component_index
         self.layers = [(call, index(call.inputs), index(call.outputs)) for call in graph.calls.values()]
         self.constant = 0.0
         if measured_macs is not None:
