@@ -34,7 +34,19 @@ def pareto_plot(results: EvalResults, path: str | Path) -> Path:
     axes.set_title(f"{Path(results.model).name} on {results.dataset.get('name')} ({baseline.questions} questions)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    _widen_to(axes, MIN_ACCURACY_SPAN)
     return save_figure(figure, path)
+
+
+MIN_ACCURACY_SPAN = 0.05  # so that a few questions' difference does not fill the plot's height
+
+
+def _widen_to(axes: Any, span: float) -> None:
+    """Widen the y range to at least ``span``, centred on the data, so small differences look small."""
+    low, high = axes.get_ylim()
+    if high - low < span:
+        middle = (low + high) / 2
+        axes.set_ylim(middle - span / 2, middle + span / 2)
 
 
 def save_figure(figure: Any, path: str | Path) -> Path:

@@ -132,7 +132,7 @@ class FitSettings:
     """The two-stage recipe's knobs (stage 1: vision tower; stage 2: projector + language model)."""
 
     seed: int = 0
-    steps: int = 1500
+    steps: int = 3000
     vision_steps: int = 800
     batch_size: int = 48
     learning_rate: float = 2e-3
@@ -207,7 +207,7 @@ def train_bundled(
     out: Path = BUNDLED_MODEL,
     *,
     seed: int = 0,
-    steps: int = 1500,
+    steps: int = 3000,
     vision_steps: int = 800,
     batch_size: int = 48,
     learning_rate: float = 2e-3,

@@ -12,12 +12,12 @@ def add_parser(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "train-bundled",
-        help="Train the bundled easy-VQA LLaVA from scratch (seeded; about 25 minutes on 2 CPU cores).",
+        help="Train the bundled easy-VQA LLaVA from scratch (seeded; about 35 minutes on 2 CPU cores).",
         description="Train the bundled LLaVA on easy-VQA's train split and save it with save_pretrained.",
     )
     parser.add_argument("--out", default=str(BUNDLED_MODEL), help="output folder (default: the bundled location)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1500, help="projector + language model steps (stage 2)")
+    parser.add_argument("--steps", type=int, default=3000, help="projector + language model steps (stage 2)")
     parser.add_argument("--vision-steps", type=int, default=800, help="vision pre-training steps (stage 1)")
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
