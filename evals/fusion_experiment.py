@@ -9,13 +9,21 @@ with concatenation and with cross-attention (``fastvision.patch(uvit, fusion="in
 - fidelity: the Fréchet distance to real renders in the classifier's feature space, beside a real-vs-real floor;
 - cost: FLOPs of one forward (FlopCounterMode) and training-step time, both as ratios to early fusion, the step times
   measured round-robin in one process so that machine noise hits every variant alike.
+
+The runs are independent, so they are spread over ``workers`` processes. Every run trains and samples on one thread,
+which makes its numbers the same whatever the number of workers.
 """
 
 from __future__ import annotations
 
+import copy
+import io
+import multiprocessing
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -36,9 +44,12 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "intermediate cross c1 v2": {"fusion": "intermediate", "v": 2, "c": 1, "conditioning": "cross"},
 }
 
+TRAIN_SEED, PROMPT_SEED, REFERENCE_SEED, JUDGE_SEED = 1234, 99, 7, 2024  # the renders' seeds
+
 
 @dataclass(frozen=True)
 class FusionRunSettings:
+    model: UViTConfig = field(default=MODEL)
     steps: int = 1100
     seeds: tuple[int, ...] = (0, 1, 2)
     batch_size: int = 32
@@ -52,6 +63,8 @@ class FusionRunSettings:
     timing_rounds: int = 12
     min_snr_gamma: float | None = None
     x0_weight_cap: float | None = 20.0  # weight the high-noise steps: plain ε loss left the samples as noise
+    ema_decay: float | None = None  # sample from an exponential moving average of the weights
+    workers: int = 2  # processes that train runs side by side (one thread each)
 
 
 QUICK = FusionRunSettings(steps=250, seeds=(0, 1), samples=48, sample_steps=15, train_images=3000)
@@ -88,22 +101,29 @@ def null_tokens(count: int) -> torch.Tensor:
     return torch.full((count, CAPTION_LENGTH), VOCABULARY.index(NULL_WORD), dtype=torch.long)
 
 
-def build_variant(fusion: dict[str, Any] | None, seed: int) -> CaptionedUViT:
+def build_variant(fusion: dict[str, Any] | None, seed: int, config: UViTConfig = MODEL) -> CaptionedUViT:
     torch.manual_seed(seed)
-    return CaptionedUViT(MODEL, fusion)
+    return CaptionedUViT(config, fusion)
 
 
 def train_variant(
     model: CaptionedUViT, data: CaptionedImages, settings: FusionRunSettings, seed: int, schedule: NoiseSchedule
-) -> list[float]:
-    """Train in place; returns the loss of every step."""
+) -> tuple[list[float], CaptionedUViT]:
+    """Train in place; returns the loss of every step and the model to sample from (the EMA copy when
+    ``settings.ema_decay`` is set, with the usual warm-up min(decay, (1 + step) / (10 + step)); else ``model``)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
+    average = copy.deepcopy(model).requires_grad_(False) if settings.ema_decay else None
     losses = []
     model.train()
-    for _ in range(settings.steps):
+    for step in range(settings.steps):
         losses.append(training_step(model, optimizer, data, settings, schedule, generator))
-    return losses
+        if average is not None:
+            decay = min(settings.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for kept, trained in zip(average.parameters(), model.parameters(), strict=True):
+                    kept.lerp_(trained, 1 - decay)
+    return losses, (average if average is not None else model)
 
 
 def training_step(
@@ -130,7 +150,8 @@ def sample_images(model: CaptionedUViT, tokens: torch.Tensor, settings: FusionRu
                   schedule: NoiseSchedule) -> torch.Tensor:  # fmt: skip
     """DDIM samples in [-1, 1] for caption ``tokens`` (N, 6), with classifier-free guidance."""
     model.eval()
-    shape = (tokens.shape[0], MODEL.in_chans, MODEL.image_size, MODEL.image_size)
+    config = settings.model
+    shape = (tokens.shape[0], config.in_chans, config.image_size, config.image_size)
     generator = torch.Generator().manual_seed(seed)
     samples = ddim_sample(model, tokens, shape, schedule, steps=settings.sample_steps, guidance=settings.guidance,
                           null_context=null_tokens(tokens.shape[0]), generator=generator,
@@ -141,7 +162,7 @@ def sample_images(model: CaptionedUViT, tokens: torch.Tensor, settings: FusionRu
 def paired_step_times(data: CaptionedImages, settings: FusionRunSettings, rounds: int = 12) -> dict[str, float]:
     """Median training-step seconds per variant, timed round-robin (one step of each per round, first round warm-up)."""
     schedule = NoiseSchedule.stable_diffusion()
-    models = {name: build_variant(fusion, 0) for name, fusion in VARIANTS.items()}
+    models = {name: build_variant(fusion, 0, settings.model) for name, fusion in VARIANTS.items()}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=settings.learning_rate) for name, m in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     generator = torch.Generator().manual_seed(0)
@@ -154,37 +175,96 @@ def paired_step_times(data: CaptionedImages, settings: FusionRunSettings, rounds
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One training run, and what every run shares: the settings and the judge (its weights as bytes, so that worker
+    processes rebuild it without pickling live tensors)."""
+
+    variant: str
+    seed: int
+    settings: FusionRunSettings
+    judge_weights: bytes
+
+
+_DATA: dict[tuple[int, int], CaptionedImages] = {}  # per process: the renders, made once from their seeds
+
+
+def _renders(count: int, seed: int) -> CaptionedImages:
+    if (count, seed) not in _DATA:
+        _DATA[(count, seed)] = make_dataset(count, seed=seed)
+    return _DATA[(count, seed)]
+
+
+def _run_job(job: _Job) -> tuple[dict[str, Any], Any]:
+    """Train one variant for one seed, sample the fixed captions and judge them (on one thread)."""
+    from fastvision.evals.fusion_classifier import AttributeClassifier, attribute_accuracy, frechet_distance
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        started = time.perf_counter()
+        settings, schedule = job.settings, NoiseSchedule.stable_diffusion()
+        prompts = _renders(settings.samples, PROMPT_SEED)
+        model = build_variant(VARIANTS[job.variant], job.seed, settings.model)
+        losses, sampler = train_variant(
+            model, _renders(settings.train_images, TRAIN_SEED), settings, job.seed, schedule
+        )
+        images = sample_images(sampler, prompts.tokens, settings, job.seed, schedule)
+        judge = AttributeClassifier()
+        judge.load_state_dict(torch.load(io.BytesIO(job.judge_weights)))
+        with torch.no_grad():
+            accuracy = attribute_accuracy(judge.eval(), images, prompts.labels)
+            distance = frechet_distance(judge.embed(images), judge.embed(_renders(512, REFERENCE_SEED).images))
+    finally:
+        torch.set_num_threads(threads)
+    run = {"variant": job.variant, "seed": job.seed, "alignment": accuracy, "frechet_distance": distance,
+           "final_loss": statistics.fmean(losses[-50:]), "seconds": time.perf_counter() - started}  # fmt: skip
+    return run, images.numpy()
+
+
+def _run_all(jobs: list[_Job], workers: int) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Results in the order the runs finish: in this process for one worker, else in a spawned process pool."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_run_job, jobs)
+        return
+    context = multiprocessing.get_context("spawn")  # fork would copy this process's thread pools and locks
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_run_job, job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> dict[str, Any]:
     """Train and judge every variant for every seed; returns the results (see ``fusion_report`` for the files)."""
     from fastvision.evals.fusion_classifier import attribute_accuracy, frechet_distance, train_classifier
 
+    if settings.workers < 1:
+        raise ValueError(f"workers must be at least 1, got {settings.workers}.")
     advance = progress or (lambda message: None)
-    schedule = NoiseSchedule.stable_diffusion()
-    train = make_dataset(settings.train_images, seed=1234)
-    prompts = make_dataset(settings.samples, seed=99)  # the captions every run draws, and their real renders
-    reference = make_dataset(512, seed=7)
-    judge = train_classifier(make_dataset(4000, seed=2024), steps=settings.judge_steps, seed=0)
+    started = time.perf_counter()
+    prompts = _renders(settings.samples, PROMPT_SEED)  # the captions every run draws, and their real renders
+    judge = train_classifier(make_dataset(4000, seed=JUDGE_SEED), steps=settings.judge_steps, seed=0)
     with torch.no_grad():
-        real_features = judge.embed(reference.images)
+        real_features = judge.embed(_renders(512, REFERENCE_SEED).images)
         floor = frechet_distance(judge.embed(prompts.images), real_features)
         judge_accuracy = attribute_accuracy(judge, prompts.images, prompts.labels)
-    runs, samples = [], {}
-    for name, fusion in VARIANTS.items():
-        for seed in settings.seeds:
-            started = time.perf_counter()
-            model = build_variant(fusion, seed)
-            losses = train_variant(model, train, settings, seed, schedule)
-            images = sample_images(model, prompts.tokens, settings, seed, schedule)
-            with torch.no_grad():
-                accuracy = attribute_accuracy(judge, images, prompts.labels)
-                distance = frechet_distance(judge.embed(images), real_features)
-            final_loss = statistics.fmean(losses[-50:])
-            runs.append({"variant": name, "seed": seed, "alignment": accuracy, "frechet_distance": distance,
-                         "final_loss": final_loss, "seconds": time.perf_counter() - started})  # fmt: skip
-            samples.setdefault(name, images)
-            advance(f"{name} seed {seed}: alignment {accuracy['all']:.3f}, Fréchet distance {distance:.2f}")
-    flops = {name: uvit_cost(MODEL, fusion)["flops"] for name, fusion in VARIANTS.items()}  # text encoder excluded
-    step_times = paired_step_times(train, settings, rounds=settings.timing_rounds)
+    weights = io.BytesIO()
+    torch.save(judge.state_dict(), weights)
+    jobs = [_Job(name, seed, settings, weights.getvalue()) for name in VARIANTS for seed in settings.seeds]
+    finished = []
+    for run, images in _run_all(jobs, settings.workers):
+        finished.append((run, images))
+        advance(f"[{len(finished)}/{len(jobs)}, {time.perf_counter() - started:.0f} s] {run['variant']} seed "
+                f"{run['seed']}: alignment {run['alignment']['all']:.3f}, Fréchet distance "
+                f"{run['frechet_distance']:.2f}")  # fmt: skip
+    order = {(job.variant, job.seed): index for index, job in enumerate(jobs)}
+    finished.sort(key=lambda pair: order[(pair[0]["variant"], pair[0]["seed"])])
+    runs = [run for run, _ in finished]
+    samples = {}
+    for run, images in finished:
+        samples.setdefault(run["variant"], torch.from_numpy(images))
+    flops = {name: uvit_cost(settings.model, fusion)["flops"] for name, fusion in VARIANTS.items()}  # no text encoder
+    step_times = paired_step_times(_renders(settings.train_images, TRAIN_SEED), settings, rounds=settings.timing_rounds)
     baseline = next(iter(VARIANTS))
     summary = {}
     for name in VARIANTS:
@@ -199,9 +279,9 @@ def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> 
         }
     return {
         "schema": "fastvision.fusion/1",
-        "model": MODEL.to_dict(),
+        "model": settings.model.to_dict(),
         "variants": {name: fusion for name, fusion in VARIANTS.items()},
-        "settings": {**settings.__dict__, "seeds": list(settings.seeds)},
+        "settings": {**asdict(settings), "seeds": list(settings.seeds)},
         "judge_accuracy_on_real": judge_accuracy,
         "real_vs_real_frechet_distance": floor,
         "runs": runs,

@@ -3,6 +3,7 @@ the Fréchet distance, and a smoke run of ``fastvision eval-fusion`` that writes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -38,16 +39,21 @@ def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift() ->
 
 
 def test_eval_fusion_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch) -> None:
+    """The CLI on tiny settings, with two worker processes; every run equals the same run made in this process."""
     import fastvision.evals.fusion_experiment as experiment
 
     from fastvision.cli.main import main
 
     tiny = experiment.FusionRunSettings(steps=3, seeds=(0, 1), samples=8, sample_steps=2, train_images=128,
-                                        judge_steps=5, timing_rounds=1)  # fmt: skip
+                                        judge_steps=5, timing_rounds=1, ema_decay=0.9)  # fmt: skip
     monkeypatch.setattr(experiment, "QUICK", tiny)
-    assert main(["eval-fusion", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["eval-fusion", "--quick", "--workers", "2", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["schema"] == "fastvision.fusion/1" and len(results["runs"]) == 3 * 2
+    assert results["settings"]["workers"] == 2 and results["settings"]["model"]["embed_dim"] == 96
+    in_process = experiment.run_fusion_experiment(dataclasses.replace(tiny, workers=1))["runs"]
+    strip = [{key: value for key, value in run.items() if key != "seconds"} for run in in_process]
+    assert [{key: value for key, value in run.items() if key != "seconds"} for run in results["runs"]] == strip
     summary = results["summary"]
     assert set(summary) == set(experiment.VARIANTS)
     early, cross = summary["early (U-ViT)"], summary["intermediate cross c1 v2"]
@@ -55,3 +61,10 @@ def test_eval_fusion_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch
     assert all(0.0 <= row["alignment_all"]["mean"] <= 1.0 for row in summary.values())
     for name in ("fusion.png", "samples.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_fusion_refuses_bad_workers(capsys) -> None:
+    from fastvision.cli.main import main
+
+    assert main(["eval-fusion", "--workers", "0"]) == 2
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2)")
     parser.add_argument("--x0-weight-cap", type=float, default=None,
                         help="cap of the 1/SNR loss weight (default 20; 0 trains with the plain ε loss)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes training runs side by side, one thread each (default 2)")  # fmt: skip
     parser.add_argument("--out", default="fastvision-fusion", help="output folder (results.json, plots)")
     parser.set_defaults(run=run)
 
@@ -40,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, x0_weight_cap=args.x0_weight_cap or None)
     if args.seeds is not None:
         settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
+    workers = args.workers if args.workers is not None else min(settings.workers, os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}.")
+    settings = dataclasses.replace(settings, workers=workers)
     started = time.perf_counter()
     results = run_fusion_experiment(settings, progress=lambda message: print(message, flush=True))
     results["duration_seconds"] = round(time.perf_counter() - started, 1)
