@@ -37,7 +37,7 @@ from fastvision.uvit.diffusion import NoiseSchedule, ddim_sample, diffusion_loss
 from fastvision.uvit.model import Block
 
 MODEL = UViTConfig(image_size=32, patch_size=4, in_chans=3, embed_dim=96, depth=6, num_heads=4, mlp_ratio=4.0,
-                   text_dim=64, text_tokens=CAPTION_LENGTH)  # fmt: skip
+                   text_dim=64, text_tokens=CAPTION_LENGTH, pos_embed_init="sincos")  # fmt: skip
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "early (U-ViT)": None,
     "intermediate concat c1 v2": {"fusion": "intermediate", "v": 2, "c": 1, "conditioning": "concat"},
@@ -50,20 +50,20 @@ TRAIN_SEED, PROMPT_SEED, REFERENCE_SEED, JUDGE_SEED = 1234, 99, 7, 2024  # the r
 @dataclass(frozen=True)
 class FusionRunSettings:
     model: UViTConfig = field(default=MODEL)
-    steps: int = 1100
+    steps: int = 800
     seeds: tuple[int, ...] = (0, 1, 2)
     batch_size: int = 32
     learning_rate: float = 2e-3
     caption_dropout: float = 0.1  # trains the unconditional prediction for classifier-free guidance
     sample_steps: int = 25
-    guidance: float = 2.0
+    guidance: float = 4.0
     samples: int = 96
     train_images: int = 6000
     judge_steps: int = 300
     timing_rounds: int = 12
     min_snr_gamma: float | None = None
     x0_weight_cap: float | None = 20.0  # weight the high-noise steps: plain ε loss left the samples as noise
-    ema_decay: float | None = None  # sample from an exponential moving average of the weights
+    ema_decay: float | None = 0.995  # sample from an exponential moving average of the weights
     workers: int = 2  # processes that train runs side by side (one thread each)
 
 

@@ -203,3 +203,23 @@ def test_loss_weightings_follow_their_definitions() -> None:
     capped = loss_weights(schedule, timesteps, None, 20.0)
     assert torch.allclose(capped, torch.minimum(1 / snr, torch.tensor(20.0)))
     assert capped[-1] == 20.0 and capped[0] < 0.01
+
+
+def test_sincos_start_of_the_positional_embedding() -> None:
+    """The patch rows of the learned embedding start as DiT's 2-D sin-cos table; the extra tokens' rows stay random."""
+    import dataclasses
+
+    from fastvision.uvit.model import sincos_grid_embedding
+
+    table = sincos_grid_embedding(32, side=4)
+    origin = torch.tensor([0.0] * 8 + [1.0] * 8 + [0.0] * 8 + [1.0] * 8)  # sin 0 and cos 0, for the row and the column
+    assert table.shape == (16, 32) and torch.equal(table[0], origin)
+    assert torch.allclose(table[1, 16:24], torch.sin(1.0 / 10000 ** (torch.arange(8) / 8)))  # column 1, sin half
+    assert torch.equal(table[4, :16], table[1, 16:])  # row 1, column 0 encodes the row as (1, 0) encodes the column
+    model = UViT(dataclasses.replace(TINY, pos_embed_init="sincos"))
+    assert model.pos_embed.requires_grad and torch.equal(model.pos_embed[0, model.extras :], table)
+    assert model.pos_embed[0, : model.extras].abs().max() < 0.05
+    with pytest.raises(ValueError, match="pos_embed_init='grid' is unknown; allowed: random, sincos"):
+        dataclasses.replace(TINY, pos_embed_init="grid")
+    with pytest.raises(ValueError, match="divisible by 4, got 30"):
+        UViTConfig(embed_dim=30, num_heads=2, pos_embed_init="sincos")

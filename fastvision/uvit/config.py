@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+POS_EMBED_INITS = ("random", "sincos")
+
 
 @dataclass(frozen=True)
 class UViTConfig:
@@ -21,8 +23,14 @@ class UViTConfig:
     text_dim: int = 768
     text_tokens: int = 77
     conv: bool = True
+    pos_embed_init: str = "random"  # "random" (U-ViT's truncated normal) or "sincos" (see UViT)
 
     def __post_init__(self) -> None:
+        if self.pos_embed_init not in POS_EMBED_INITS:
+            allowed = ", ".join(POS_EMBED_INITS)
+            raise ValueError(f"pos_embed_init={self.pos_embed_init!r} is unknown; allowed: {allowed}.")
+        if self.pos_embed_init == "sincos" and self.embed_dim % 4:
+            raise ValueError(f"pos_embed_init='sincos' needs embed_dim divisible by 4, got {self.embed_dim}.")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}.")
         if self.depth < 2 or self.depth % 2:
