@@ -63,6 +63,7 @@ class FusionRunSettings:
     timing_rounds: int = 12
     min_snr_gamma: float | None = None
     x0_weight_cap: float | None = 20.0  # weight the high-noise steps: plain ε loss left the samples as noise
+    x0_weight_floor: float | None = None  # 1.0 keeps plain ε loss at low noise (mixed over 2 seeds; README)
     ema_decay: float | None = 0.995  # sample from an exponential moving average of the weights
     workers: int = 2  # processes that train runs side by side (one thread each)
 
@@ -139,7 +140,7 @@ def training_step(
     dropped = torch.rand(settings.batch_size, generator=generator) < settings.caption_dropout
     tokens[dropped] = null_tokens(int(dropped.sum()))
     loss = diffusion_loss(model, data.images[chosen], tokens, schedule, generator, min_snr_gamma=settings.min_snr_gamma,
-                          x0_weight_cap=settings.x0_weight_cap)  # fmt: skip
+                          x0_weight_cap=settings.x0_weight_cap, x0_weight_floor=settings.x0_weight_floor)  # fmt: skip
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

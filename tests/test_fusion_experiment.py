@@ -63,8 +63,16 @@ def test_eval_fusion_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_eval_fusion_refuses_bad_workers(capsys) -> None:
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--x0-weight-floor", "0"], "--x0-weight-floor must be > 0, got 0.0"),
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
+    ],
+)
+def test_eval_fusion_refuses_bad_settings_before_work(option, message, capsys) -> None:
     from fastvision.cli.main import main
 
-    assert main(["eval-fusion", "--workers", "0"]) == 2
-    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["eval-fusion", *option]) == 2
+    assert message in capsys.readouterr().err

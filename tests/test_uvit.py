@@ -203,6 +203,9 @@ def test_loss_weightings_follow_their_definitions() -> None:
     capped = loss_weights(schedule, timesteps, None, 20.0)
     assert torch.allclose(capped, torch.minimum(1 / snr, torch.tensor(20.0)))
     assert capped[-1] == 20.0 and capped[0] < 0.01
+    floored = loss_weights(schedule, timesteps, None, 20.0, 1.0)
+    assert torch.allclose(floored, (1 / snr).clamp(1.0, 20.0))
+    assert floored[0] == 1.0 and floored[1] == 1.0 and floored[-1] == 20.0  # low noise: plain ε loss again
 
 
 def test_sincos_start_of_the_positional_embedding() -> None:

@@ -20,6 +20,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2)")
     parser.add_argument("--x0-weight-cap", type=float, default=None,
                         help="cap of the 1/SNR loss weight (default 20; 0 trains with the plain ε loss)")  # fmt: skip
+    parser.add_argument("--x0-weight-floor", type=float, default=None,
+                        help="floor of that weight (default none; 1 keeps plain ε loss at low noise)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None,
                         help="processes training runs side by side, one thread each (default 2)")  # fmt: skip
     parser.add_argument("--out", default="fastvision-fusion", help="output folder (results.json, plots)")
@@ -27,26 +29,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from fastvision.evals.fusion_experiment import QUICK, FusionRunSettings, run_fusion_experiment
+    from fastvision.evals.fusion_experiment import run_fusion_experiment
     from fastvision.evals.fusion_report import write_fusion_report
 
-    settings = QUICK if args.quick else FusionRunSettings()
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {args.steps}.")
-        settings = dataclasses.replace(settings, steps=args.steps)
-    if args.x0_weight_cap is not None:
-        if args.x0_weight_cap < 0:
-            raise ValueError(f"--x0-weight-cap must be >= 0, got {args.x0_weight_cap}.")
-        settings = dataclasses.replace(settings, x0_weight_cap=args.x0_weight_cap or None)
-    if args.seeds is not None:
-        settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
-    workers = args.workers if args.workers is not None else min(settings.workers, os.cpu_count() or 1)
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}.")
-    settings = dataclasses.replace(settings, workers=workers)
+    settings = settings_from(args)
     started = time.perf_counter()
     results = run_fusion_experiment(settings, progress=lambda message: print(message, flush=True))
     results["duration_seconds"] = round(time.perf_counter() - started, 1)
@@ -57,3 +43,30 @@ def run(args: argparse.Namespace) -> int:
               f"step time ×{row['step_time_ratio']:.3f}")  # fmt: skip
     print(f"wrote {', '.join(str(path) for path in paths.values())} ({results['duration_seconds']:.0f} s)")
     return 0
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """The experiment's settings from the command line, every value checked before any work starts."""
+    import dataclasses
+
+    from fastvision.evals.fusion_experiment import QUICK, FusionRunSettings
+
+    settings = QUICK if args.quick else FusionRunSettings()
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {args.steps}.")
+        settings = dataclasses.replace(settings, steps=args.steps)
+    if args.x0_weight_cap is not None:
+        if args.x0_weight_cap < 0:
+            raise ValueError(f"--x0-weight-cap must be >= 0, got {args.x0_weight_cap}.")
+        settings = dataclasses.replace(settings, x0_weight_cap=args.x0_weight_cap or None)
+    if args.x0_weight_floor is not None:
+        if args.x0_weight_floor <= 0:
+            raise ValueError(f"--x0-weight-floor must be > 0, got {args.x0_weight_floor}.")
+        settings = dataclasses.replace(settings, x0_weight_floor=args.x0_weight_floor)
+    if args.seeds is not None:
+        settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
+    workers = args.workers if args.workers is not None else min(settings.workers, os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}.")
+    return dataclasses.replace(settings, workers=workers)

@@ -46,23 +46,30 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     min_snr_gamma: float | None = None,
     x0_weight_cap: float | None = None,
+    x0_weight_floor: float | None = None,
 ) -> torch.Tensor:
     """Mean squared error of the predicted noise at uniformly drawn timesteps.
 
     ``min_snr_gamma`` weights each sample by min(SNR, γ) / SNR (Hang et al., "Efficient Diffusion Training via Min-SNR
     Weighting Strategy", arXiv 2303.09556), which stops the easy low-noise steps from dominating. ``x0_weight_cap``
     weights by min(1/SNR, cap): the ε error turned into an x_0 error, so the high-noise steps, where the layout is
-    decided, count in proportion to what they get wrong in the image.
+    decided, count in proportion to what they get wrong in the image. ``x0_weight_floor`` keeps that weight at least
+    the floor: 1/SNR alone all but drops the low-noise steps, and samples then keep a speckle of unremoved noise.
     """
     timesteps = torch.randint(0, schedule.steps, (x0.shape[0],), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     predicted = model(schedule.add_noise(x0, noise, timesteps), timesteps.to(x0.dtype), context)
     errors = (predicted - noise).square().flatten(1).mean(dim=1)
-    return (loss_weights(schedule, timesteps, min_snr_gamma, x0_weight_cap).to(errors) * errors).mean()
+    weights = loss_weights(schedule, timesteps, min_snr_gamma, x0_weight_cap, x0_weight_floor)
+    return (weights.to(errors) * errors).mean()
 
 
 def loss_weights(
-    schedule: NoiseSchedule, timesteps: torch.Tensor, min_snr_gamma: float | None, x0_weight_cap: float | None
+    schedule: NoiseSchedule,
+    timesteps: torch.Tensor,
+    min_snr_gamma: float | None,
+    x0_weight_cap: float | None,
+    x0_weight_floor: float | None = None,
 ) -> torch.Tensor:
     """Per-sample weights of the ε loss (all ones without a weighting); see :func:`diffusion_loss`."""
     alpha = schedule.alphas_cumprod.to(timesteps.device)[timesteps]
@@ -70,8 +77,8 @@ def loss_weights(
     weights = torch.ones_like(snr)
     if min_snr_gamma is not None:
         weights = weights * snr.clamp(max=min_snr_gamma) / snr
-    if x0_weight_cap is not None:
-        weights = weights * (1 / snr).clamp(max=x0_weight_cap)
+    if x0_weight_cap is not None or x0_weight_floor is not None:
+        weights = weights * (1 / snr).clamp(min=x0_weight_floor, max=x0_weight_cap)
     return weights
 
 
