@@ -20,6 +20,7 @@ IMAGE_SIZE = 32
 NULL_WORD = "<null>"
 VOCABULARY = (NULL_WORD, "a", "on", "at", "the", *COLORS, *SHAPES, *POSITIONS)
 CAPTION_LENGTH = 6
+SHAPE_RADIUS = (7, 8)  # pixels, both ends included
 
 
 def caption(color: str, shape: str, position: str) -> str:
@@ -36,24 +37,29 @@ def tokenize(text: str) -> list[int]:
     return [VOCABULARY.index(word) for word in words]
 
 
-def render(color: str, shape: str, position: str, rng: np.random.Generator) -> np.ndarray:
-    """A (32, 32, 3) uint8 image: the shape (radius 7 to 8, centre jittered by up to 2 pixels) on a light canvas.
+def render(
+    color: str, shape: str, position: str, rng: np.random.Generator, radius: tuple[int, int] = SHAPE_RADIUS
+) -> np.ndarray:
+    """A (32, 32, 3) uint8 image: the shape (radius drawn from ``radius``, both ends included; centre jittered by up
+    to 2 pixels) on a light canvas.
 
-    The shapes fill half the canvas's width, so a shape on the left may lose up to two columns at the edge. Smaller
-    shapes (radius 5 to 6) were harder to learn at CPU budgets: position accuracy 0.21 against 0.71 after 1500 steps."""
+    The default shapes fill half the canvas's width, so a shape on the left may lose up to two columns at the edge.
+    Smaller shapes (radius 5 to 6) were harder to learn at CPU budgets (README, the fusion experiment)."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
     cx, cy = (value + int(rng.integers(-2, 3)) for value in POSITIONS[position])
-    radius = int(rng.integers(7, 9))
+    low, high = radius
+    radius_pixels = int(rng.integers(low, high + 1))
     fill = COLORS[color]
+    r = radius_pixels
     if shape == "circle":
-        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif shape == "square":
-        draw.rectangle((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
     else:
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
     return np.asarray(image)
 
 
@@ -75,12 +81,12 @@ def labels_to_tokens(labels: torch.Tensor) -> torch.Tensor:
     )
 
 
-def make_dataset(count: int, seed: int) -> CaptionedImages:
+def make_dataset(count: int, seed: int, radius: tuple[int, int] = SHAPE_RADIUS) -> CaptionedImages:
     """``count`` random captioned renders, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     labels = np.stack([rng.integers(0, size, count) for size in (len(COLORS), len(SHAPES), len(POSITIONS))], axis=1)
     colors, positions = list(COLORS), list(POSITIONS)
-    pixels = np.stack([render(colors[c], SHAPES[s], positions[p], rng) for c, s, p in labels])
+    pixels = np.stack([render(colors[c], SHAPES[s], positions[p], rng, radius) for c, s, p in labels])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
     label_tensor = torch.from_numpy(labels).long()
     return CaptionedImages(images, labels_to_tokens(label_tensor), label_tensor)

@@ -27,7 +27,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from fastvision.evals.fusion_data import CAPTION_LENGTH, NULL_WORD, VOCABULARY, CaptionedImages, make_dataset
+from fastvision.evals.fusion_data import (
+    CAPTION_LENGTH,
+    NULL_WORD,
+    SHAPE_RADIUS,
+    VOCABULARY,
+    CaptionedImages,
+    make_dataset,
+)
 from torch import nn
 
 import fastvision
@@ -43,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "intermediate concat c1 v2": {"fusion": "intermediate", "v": 2, "c": 1, "conditioning": "concat"},
     "intermediate cross c1 v2": {"fusion": "intermediate", "v": 2, "c": 1, "conditioning": "cross"},
 }
+SHORT_NAMES = {"early": "early (U-ViT)", "concat": "intermediate concat c1 v2", "cross": "intermediate cross c1 v2"}
 
 TRAIN_SEED, PROMPT_SEED, REFERENCE_SEED, JUDGE_SEED = 1234, 99, 7, 2024  # the renders' seeds
 
@@ -66,6 +74,8 @@ class FusionRunSettings:
     x0_weight_floor: float | None = None  # 1.0 keeps plain ε loss at low noise (mixed over 2 seeds; README)
     ema_decay: float | None = 0.995  # sample from an exponential moving average of the weights
     workers: int = 2  # processes that train runs side by side (one thread each)
+    variants: tuple[str, ...] = tuple(VARIANTS)  # the first is the baseline of the cost ratios
+    shape_radius: tuple[int, int] = SHAPE_RADIUS
 
 
 QUICK = FusionRunSettings(steps=250, seeds=(0, 1), samples=48, sample_steps=15, train_images=3000)
@@ -163,7 +173,7 @@ def sample_images(model: CaptionedUViT, tokens: torch.Tensor, settings: FusionRu
 def paired_step_times(data: CaptionedImages, settings: FusionRunSettings, rounds: int = 12) -> dict[str, float]:
     """Median training-step seconds per variant, timed round-robin (one step of each per round, first round warm-up)."""
     schedule = NoiseSchedule.stable_diffusion()
-    models = {name: build_variant(fusion, 0, settings.model) for name, fusion in VARIANTS.items()}
+    models = {name: build_variant(VARIANTS[name], 0, settings.model) for name in settings.variants}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=settings.learning_rate) for name, m in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     generator = torch.Generator().manual_seed(0)
@@ -187,13 +197,14 @@ class _Job:
     judge_weights: bytes
 
 
-_DATA: dict[tuple[int, int], CaptionedImages] = {}  # per process: the renders, made once from their seeds
+_DATA: dict[tuple[int, int, tuple[int, int]], CaptionedImages] = {}  # per process: renders, made once from seeds
 
 
-def _renders(count: int, seed: int) -> CaptionedImages:
-    if (count, seed) not in _DATA:
-        _DATA[(count, seed)] = make_dataset(count, seed=seed)
-    return _DATA[(count, seed)]
+def _renders(settings: FusionRunSettings, count: int, seed: int) -> CaptionedImages:
+    radius = settings.shape_radius
+    if (count, seed, radius) not in _DATA:
+        _DATA[(count, seed, radius)] = make_dataset(count, seed=seed, radius=radius)
+    return _DATA[(count, seed, radius)]
 
 
 def _run_job(job: _Job) -> tuple[dict[str, Any], Any]:
@@ -205,17 +216,19 @@ def _run_job(job: _Job) -> tuple[dict[str, Any], Any]:
     try:
         started = time.perf_counter()
         settings, schedule = job.settings, NoiseSchedule.stable_diffusion()
-        prompts = _renders(settings.samples, PROMPT_SEED)
+        prompts = _renders(settings, settings.samples, PROMPT_SEED)
         model = build_variant(VARIANTS[job.variant], job.seed, settings.model)
         losses, sampler = train_variant(
-            model, _renders(settings.train_images, TRAIN_SEED), settings, job.seed, schedule
+            model, _renders(settings, settings.train_images, TRAIN_SEED), settings, job.seed, schedule
         )
         images = sample_images(sampler, prompts.tokens, settings, job.seed, schedule)
         judge = AttributeClassifier()
         judge.load_state_dict(torch.load(io.BytesIO(job.judge_weights)))
         with torch.no_grad():
             accuracy = attribute_accuracy(judge.eval(), images, prompts.labels)
-            distance = frechet_distance(judge.embed(images), judge.embed(_renders(512, REFERENCE_SEED).images))
+            distance = frechet_distance(
+                judge.embed(images), judge.embed(_renders(settings, 512, REFERENCE_SEED).images)
+            )
     finally:
         torch.set_num_threads(threads)
     run = {"variant": job.variant, "seed": job.seed, "alignment": accuracy, "frechet_distance": distance,
@@ -241,17 +254,22 @@ def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> 
 
     if settings.workers < 1:
         raise ValueError(f"workers must be at least 1, got {settings.workers}.")
+    unknown = [name for name in settings.variants if name not in VARIANTS]
+    if unknown or not settings.variants:
+        raise ValueError(f"Unknown or no variants {unknown or settings.variants}; known: {', '.join(VARIANTS)}.")
     advance = progress or (lambda message: None)
     started = time.perf_counter()
-    prompts = _renders(settings.samples, PROMPT_SEED)  # the captions every run draws, and their real renders
-    judge = train_classifier(make_dataset(4000, seed=JUDGE_SEED), steps=settings.judge_steps, seed=0)
+    prompts = _renders(settings, settings.samples, PROMPT_SEED)  # the captions every run draws, and their real renders
+    judge = train_classifier(
+        make_dataset(4000, seed=JUDGE_SEED, radius=settings.shape_radius), steps=settings.judge_steps, seed=0
+    )
     with torch.no_grad():
-        real_features = judge.embed(_renders(512, REFERENCE_SEED).images)
+        real_features = judge.embed(_renders(settings, 512, REFERENCE_SEED).images)
         floor = frechet_distance(judge.embed(prompts.images), real_features)
         judge_accuracy = attribute_accuracy(judge, prompts.images, prompts.labels)
     weights = io.BytesIO()
     torch.save(judge.state_dict(), weights)
-    jobs = [_Job(name, seed, settings, weights.getvalue()) for name in VARIANTS for seed in settings.seeds]
+    jobs = [_Job(name, seed, settings, weights.getvalue()) for name in settings.variants for seed in settings.seeds]
     finished = []
     for run, images in _run_all(jobs, settings.workers):
         finished.append((run, images))
@@ -264,11 +282,13 @@ def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> 
     samples = {}
     for run, images in finished:
         samples.setdefault(run["variant"], torch.from_numpy(images))
-    flops = {name: uvit_cost(settings.model, fusion)["flops"] for name, fusion in VARIANTS.items()}  # no text encoder
-    step_times = paired_step_times(_renders(settings.train_images, TRAIN_SEED), settings, rounds=settings.timing_rounds)
-    baseline = next(iter(VARIANTS))
+    flops = {name: uvit_cost(settings.model, VARIANTS[name])["flops"] for name in settings.variants}  # no text encoder
+    step_times = paired_step_times(
+        _renders(settings, settings.train_images, TRAIN_SEED), settings, rounds=settings.timing_rounds
+    )
+    baseline = settings.variants[0]
     summary = {}
-    for name in VARIANTS:
+    for name in settings.variants:
         mine = [run for run in runs if run["variant"] == name]
         summary[name] = {
             **{f"alignment_{key}": _spread([run["alignment"][key] for run in mine]) for key in mine[0]["alignment"]},
@@ -281,7 +301,7 @@ def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> 
     return {
         "schema": "fastvision.fusion/1",
         "model": settings.model.to_dict(),
-        "variants": {name: fusion for name, fusion in VARIANTS.items()},
+        "variants": {name: VARIANTS[name] for name in settings.variants},
         "settings": {**asdict(settings), "seeds": list(settings.seeds)},
         "judge_accuracy_on_real": judge_accuracy,
         "real_vs_real_frechet_distance": floor,

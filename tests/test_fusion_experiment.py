@@ -23,6 +23,10 @@ def test_captions_name_every_attribute_in_six_known_words() -> None:
     with pytest.raises(ValueError, match="Captions are 6 words"):
         tokenize("a purple circle on the left")
     assert torch.equal(make_dataset(8, seed=3).images, make_dataset(8, seed=3).images)  # reproducible
+    small, large = make_dataset(8, seed=3, radius=(3, 3)), make_dataset(8, seed=3, radius=(10, 10))
+    assert torch.equal(small.labels, large.labels)
+    painted = [(data.images < 0.8).any(dim=1).sum(dim=(1, 2)) for data in (small, large)]  # background is 0.84
+    assert bool((painted[0] < painted[1]).all())
 
 
 def test_attribute_classifier_reads_real_renders() -> None:
@@ -69,6 +73,7 @@ def test_eval_fusion_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch
         (["--workers", "0"], "--workers must be at least 1, got 0"),
         (["--x0-weight-floor", "0"], "--x0-weight-floor must be > 0, got 0.0"),
         (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--shape-radius", "9", "3"], "--shape-radius needs 2 <= LOW <= HIGH <= 12 pixels, got 9 3"),
     ],
 )
 def test_eval_fusion_refuses_bad_settings_before_work(option, message, capsys) -> None:
@@ -76,3 +81,21 @@ def test_eval_fusion_refuses_bad_settings_before_work(option, message, capsys) -
 
     assert main(["eval-fusion", *option]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_fusion_ablation_options_reach_the_run(tmp_path, monkeypatch) -> None:
+    """--variants, --pos-embed-init and --shape-radius: one variant trained, on the asked model and renders."""
+    import fastvision.evals.fusion_experiment as experiment
+
+    from fastvision.cli.main import main
+
+    tiny = experiment.FusionRunSettings(steps=2, seeds=(0,), samples=4, sample_steps=2, train_images=32,
+                                        judge_steps=2, timing_rounds=1)  # fmt: skip
+    monkeypatch.setattr(experiment, "QUICK", tiny)
+    options = ["--variants", "cross", "--pos-embed-init", "random", "--shape-radius", "5", "6", "--workers", "1"]
+    assert main(["eval-fusion", "--quick", *options, "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["summary"]) == ["intermediate cross c1 v2"] and len(results["runs"]) == 1
+    assert results["summary"]["intermediate cross c1 v2"]["flops_ratio"] == 1.0  # its own baseline
+    assert results["model"]["pos_embed_init"] == "random" and results["settings"]["shape_radius"] == [5, 6]
+    assert (tmp_path / "fusion.png").read_bytes()[:4] == b"\x89PNG"

@@ -22,6 +22,21 @@ def add_parser(subparsers: Any) -> None:
                         help="cap of the 1/SNR loss weight (default 20; 0 trains with the plain ε loss)")  # fmt: skip
     parser.add_argument("--x0-weight-floor", type=float, default=None,
                         help="floor of that weight (default none; 1 keeps plain ε loss at low noise)")  # fmt: skip
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=("early", "concat", "cross"),
+        default=None,
+        help="which variants to train (default all three; the first is the cost ratios' baseline)",
+    )
+    parser.add_argument(
+        "--pos-embed-init",
+        choices=("random", "sincos"),
+        default=None,
+        help="start of the U-ViT's learned positional embedding (default sincos)",
+    )
+    parser.add_argument("--shape-radius", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="radius range of the rendered shapes in pixels (default 7 8)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None,
                         help="processes training runs side by side, one thread each (default 2)")  # fmt: skip
     parser.add_argument("--out", default="fastvision-fusion", help="output folder (results.json, plots)")
@@ -49,7 +64,7 @@ def settings_from(args: argparse.Namespace) -> Any:
     """The experiment's settings from the command line, every value checked before any work starts."""
     import dataclasses
 
-    from fastvision.evals.fusion_experiment import QUICK, FusionRunSettings
+    from fastvision.evals.fusion_experiment import QUICK, SHORT_NAMES, FusionRunSettings
 
     settings = QUICK if args.quick else FusionRunSettings()
     if args.steps is not None:
@@ -66,6 +81,16 @@ def settings_from(args: argparse.Namespace) -> Any:
         settings = dataclasses.replace(settings, x0_weight_floor=args.x0_weight_floor)
     if args.seeds is not None:
         settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
+    if args.variants is not None:
+        settings = dataclasses.replace(settings, variants=tuple(dict.fromkeys(SHORT_NAMES[v] for v in args.variants)))
+    if args.pos_embed_init is not None:
+        model = dataclasses.replace(settings.model, pos_embed_init=args.pos_embed_init)
+        settings = dataclasses.replace(settings, model=model)
+    if args.shape_radius is not None:
+        low, high = args.shape_radius
+        if not 2 <= low <= high <= 12:
+            raise ValueError(f"--shape-radius needs 2 <= LOW <= HIGH <= 12 pixels, got {low} {high}.")
+        settings = dataclasses.replace(settings, shape_radius=(low, high))
     workers = args.workers if args.workers is not None else min(settings.workers, os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}.")
