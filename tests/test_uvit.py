@@ -221,7 +221,7 @@ def test_sincos_start_of_the_positional_embedding() -> None:
     assert torch.equal(table[4, :16], table[1, 16:])  # row 1, column 0 encodes the row as (1, 0) encodes the column
     model = UViT(dataclasses.replace(TINY, pos_embed_init="sincos"))
     assert model.pos_embed.requires_grad and torch.equal(model.pos_embed[0, model.extras :], table)
-    assert float(model.pos_embed[0, : model.extras].std()) < 0.05  # U-ViT's truncated normal, std 0.02
+    assert float(model.pos_embed[0, : model.extras].detach().std()) < 0.05  # U-ViT's truncated normal, std 0.02
     with pytest.raises(ValueError, match="pos_embed_init='grid' is unknown; allowed: random, sincos"):
         dataclasses.replace(TINY, pos_embed_init="grid")
     with pytest.raises(ValueError, match="divisible by 4, got 30"):
