@@ -71,7 +71,7 @@ class FusionRunSettings:
     timing_rounds: int = 12
     min_snr_gamma: float | None = None
     x0_weight_cap: float | None = 20.0  # weight the high-noise steps: plain ε loss left the samples as noise
-    x0_weight_floor: float | None = None  # 1.0 keeps plain ε loss at low noise (mixed over 2 seeds; README)
+    x0_weight_floor: float | None = None  # 1.0 keeps plain ε loss at the low-noise steps
     ema_decay: float | None = 0.995  # sample from an exponential moving average of the weights
     workers: int = 2  # processes that train runs side by side (one thread each)
     variants: tuple[str, ...] = tuple(VARIANTS)  # the first is the baseline of the cost ratios
