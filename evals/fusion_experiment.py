@@ -188,13 +188,14 @@ def paired_step_times(data: CaptionedImages, settings: FusionRunSettings, rounds
 
 @dataclass(frozen=True)
 class _Job:
-    """One training run, and what every run shares: the settings and the judge (its weights as bytes, so that worker
-    processes rebuild it without pickling live tensors)."""
+    """One training run, and what every run shares: the settings, the judge (its weights as bytes, so that worker
+    processes rebuild it without pickling live tensors) and its features of the real reference renders."""
 
     variant: str
     seed: int
     settings: FusionRunSettings
     judge_weights: bytes
+    real_features: Any  # numpy (512, 64)
 
 
 _DATA: dict[tuple[int, int, tuple[int, int]], CaptionedImages] = {}  # per process: renders, made once from seeds
@@ -226,9 +227,7 @@ def _run_job(job: _Job) -> tuple[dict[str, Any], Any]:
         judge.load_state_dict(torch.load(io.BytesIO(job.judge_weights)))
         with torch.no_grad():
             accuracy = attribute_accuracy(judge.eval(), images, prompts.labels)
-            distance = frechet_distance(
-                judge.embed(images), judge.embed(_renders(settings, 512, REFERENCE_SEED).images)
-            )
+            distance = frechet_distance(judge.embed(images), torch.from_numpy(job.real_features))
     finally:
         torch.set_num_threads(threads)
     run = {"variant": job.variant, "seed": job.seed, "alignment": accuracy, "frechet_distance": distance,
@@ -269,7 +268,8 @@ def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> 
         judge_accuracy = attribute_accuracy(judge, prompts.images, prompts.labels)
     weights = io.BytesIO()
     torch.save(judge.state_dict(), weights)
-    jobs = [_Job(name, seed, settings, weights.getvalue()) for name in settings.variants for seed in settings.seeds]
+    shared = (weights.getvalue(), real_features.numpy())
+    jobs = [_Job(name, seed, settings, *shared) for name in settings.variants for seed in settings.seeds]
     finished = []
     for run, images in _run_all(jobs, settings.workers):
         finished.append((run, images))

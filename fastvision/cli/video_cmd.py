@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,7 @@ def run_video(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, threads=args.threads, progress=not args.quiet,
                                    steps=args.steps or settings.steps)  # fmt: skip
     results = run_video_experiment(settings)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(dataclasses.asdict(results), indent=2) + "\n")
-    video_plot(results, out / "video.png")
+    out = _write_results(args.out, dataclasses.asdict(results), lambda path: video_plot(results, path), "video.png")
     for name, value in results.accuracy.items():
         print(f"{name:8s} {results.parameters[name]:>9,} parameters  test accuracy {value:.3f}")
     print(f"{'frames':>6} {'model':>8} {'GMACs':>8} {'train MiB':>10} {'infer MiB':>10} {'stream MiB':>10} "
@@ -77,13 +75,19 @@ def run_seizure(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, threads=args.threads, progress=not args.quiet,
                                    steps=args.steps or settings.steps)  # fmt: skip
     results = run_seizure_experiment(settings)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    seizure_plot(results, out / "seizure.png")
+    out = _write_results(args.out, results, lambda path: seizure_plot(results, path), "seizure.png")
     detection = results["detection"]
     print(f"clip accuracy {results['clip_accuracy']:.3f}; detected {detection['detected']}/{detection['seizures']} "
           f"seizures, median latency {detection['median_latency_s']} s, {detection['false_alarms']} false alarms in "
           f"{detection['hours_monitored'] * 60:.1f} min of seizure-free monitoring")  # fmt: skip
     print(f"wrote {out / 'results.json'} and {out / 'seizure.png'} ({results['duration_seconds'] / 60:.1f} min)")
     return 0
+
+
+def _write_results(out: str, payload: dict[str, Any], plot: Callable[[Path], Any], plot_name: str) -> Path:
+    """Write ``results.json`` and the plot into ``out`` (created); returns the folder."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot(folder / plot_name)
+    return folder
