@@ -169,8 +169,13 @@ class FastVisionLM(HFMultimodalLM):
             costs.prefill_flops += report.total
             costs.baseline_prefill_flops += baseline.total
             if record is not None:
-                costs.image_tokens += sum(record.num_image_tokens)
-                costs.kept_image_tokens += sum(record.num_kept_image_tokens)
+                costs.image_tokens += sum(record.num_visual_tokens)
+                costs.kept_image_tokens += sum(record.num_kept_visual_tokens)
+            elif bool((inputs["input_ids"] == self.model.config.image_token_id).any()):
+                raise RuntimeError(
+                    f"The patched model ({self.fastv_config}) left no kept-token record for a request with image "
+                    "tokens: the engine did not prune it, so its FLOPs would be the unpatched model's."
+                )
         return result
 
     def _model_multimodal_generate(self, inputs: Any, max_length: int, stop: list[str], **kwargs: Any) -> Any:

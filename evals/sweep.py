@@ -89,10 +89,9 @@ def evaluate_setting(
             predictions = predict_answers(model, processor, inputs)
             correct += sum(p == normalize_answer(a) for p, a in zip(predictions, answers, strict=True))
             questions += len(answers)
-            record = fastvision.kept_tokens(model) if setting.config is not None else None
             count = int((inputs["input_ids"] == model.config.image_token_id).sum())
             image_tokens += count
-            kept_tokens += sum(record.num_kept_image_tokens) if record is not None else count
+            kept_tokens += _kept_image_tokens(model, setting, count)
             advance(len(answers))
         flops = [measure_flops(lambda x=x: model(**x, logits_to_keep=1, use_cache=False))[0].total for x in singles]
         model(**singles[0], logits_to_keep=1, use_cache=False)  # warm-up
@@ -113,6 +112,21 @@ def evaluate_setting(
         "image_tokens": image_tokens / questions,
         "kept_image_tokens": kept_tokens / questions,
     }
+
+
+def _kept_image_tokens(model: Any, setting: Any, count: int) -> int:
+    """Image tokens the batch's prefill kept: every one unpatched, else the engine's record, which must exist."""
+    if setting.config is None:
+        return count
+    record = fastvision.kept_tokens(model)
+    if record is None:
+        if count == 0:
+            return 0
+        raise RuntimeError(
+            f"The patched model ({setting.config}) left no kept-token record for a batch with {count} image tokens: "
+            "the engine did not prune this prefill, so its accuracy and FLOPs would be the unpatched model's."
+        )
+    return sum(record.num_kept_visual_tokens)
 
 
 def run_sweep(

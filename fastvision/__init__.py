@@ -9,6 +9,7 @@ not import gradio, lm-eval or datasets.
 from fastvision.api import is_patched, kept_tokens, patch, patch_config, patched, unpatch
 from fastvision.backbones.reparam import reparameterize
 from fastvision.backbones.vlm import swap_vision_tower
+from fastvision.fastv.compat import TransformersCompatibilityError, UntestedTransformersWarning
 from fastvision.fastv.config import FastVConfig
 from fastvision.fastv.record import KeptTokens
 from fastvision.registry import supported_model_types
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "FastVConfig",
     "KeptTokens",
+    "TransformersCompatibilityError",
+    "UntestedTransformersWarning",
     "__version__",
     "is_patched",
     "kept_tokens",

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from fastvision.fastv.compat import warn_if_untested
 from fastvision.fastv.config import FastVConfig
 from fastvision.fastv.engine import FastVEngine
 from fastvision.fastv.record import KeptTokens
@@ -85,6 +86,7 @@ def patch(
             f"allowed is 1 <= k < {num_layers}."
         )
     adapter.check_config(model, config)
+    warn_if_untested()
     handle = PatchHandle(config=config, family=adapter.family)
     try:
         engine = FastVEngine(model, adapter, config)

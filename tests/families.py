@@ -292,8 +292,8 @@ FAMILIES: dict[str, Family] = {
 
 def _video_features(model: Any, inputs: dict[str, torch.Tensor]) -> int:
     features = model.model.get_video_features(**inputs, return_dict=True).pooler_output
-    if isinstance(features, (list, tuple)):
-        return int(sum(f.shape[0] for f in features))
+    if isinstance(features, (list, tuple)):  # one tensor per video, (frames, tokens, dim) before transformers 5.20
+        return int(sum(f.reshape(-1, f.shape[-1]).shape[0] for f in features))
     return int(features.reshape(-1, features.shape[-1]).shape[0])
 
 

@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import urlopen
 
+import psutil  # installed with accelerate
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage pings
@@ -69,7 +72,17 @@ def _ask(client: Client, path: str, question: str, k: int = 2, ratio: float = 0.
 
 
 def test_demo_binds_to_localhost(server: str) -> None:
-    assert server.startswith("http://127.0.0.1:")
+    """The app serves on the loopback address it was given, on a real listening port, and nowhere else."""
+    url = urlparse(server)
+    assert (url.scheme, url.hostname) == ("http", "127.0.0.1") and url.port is not None
+    with urlopen(server, timeout=30) as response:  # the page itself answers
+        assert response.status == 200 and b"gradio" in response.read().lower()
+    listening = [
+        connection.laddr
+        for connection in psutil.Process().net_connections(kind="tcp")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == url.port
+    ]
+    assert listening and all(address.ip == "127.0.0.1" for address in listening)
 
 
 def test_client_gets_both_answers_the_numbers_and_the_heatmap(

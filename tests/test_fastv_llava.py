@@ -9,6 +9,8 @@ import fastvision
 from fastvision.testing import left_pad, llava_prompt, positions_from_mask, tiny_llava
 from tests.reference import reference_fastv
 
+pytestmark = pytest.mark.engine
+
 BACKBONES = ("llama", "qwen2", "mistral")
 
 
@@ -271,6 +273,7 @@ def test_prompt_ending_with_image_keeps_its_last_token(model):
         logits = model(input_ids=ids, pixel_values=pixels).logits
         record = fastvision.kept_tokens(model)
     last = ids.shape[1] - 1
-    assert record.num_image_tokens == [15]  # the last placeholder is protected, not ranked
+    assert record.num_image_tokens == [16]
+    assert int(record.prunable_mask.sum()) == 15  # the last placeholder is protected, not ranked
     assert bool(record.kept_mask[0, last])
     assert logits.shape[1] == ids.shape[1] - 7  # floor(0.5 * 15) dropped; the last row is the last token's

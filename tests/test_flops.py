@@ -13,6 +13,8 @@ from fastvision.flops import DecoderShape, decoder_layer_macs, fastv_paper_macs,
 from fastvision.flops.presets import count_prefill_flops, preset_config
 from fastvision.testing import llava_prompt, tiny_llava
 
+pytestmark = pytest.mark.engine
+
 
 def _language_flops(model, inputs) -> int:
     report, _ = measure_flops(lambda: model(**inputs, logits_to_keep=1))
@@ -36,7 +38,15 @@ def test_measured_flops_equal_analytic(backbone, k, ratio, scoring):
             measured = _language_flops(model, inputs)
         kept = tokens - fastvision.FastVConfig(k=k, ratio=ratio).num_dropped(16)
         analytic = 2 * fastv_prefill_macs(shape, tokens, k=k, kept_tokens=kept, scoring=scoring)
-    assert measured == pytest.approx(analytic, rel=0.01)
+    _assert_matches(measured, analytic, scoring)
+
+
+def _assert_matches(measured: int, analytic: int, scoring: str) -> None:
+    """'last' is counted exactly; 'mean' within 1e-3 (its chunked row loop is counted as FlopCounterMode sees it)."""
+    if scoring == "last":
+        assert measured == analytic
+    else:
+        assert measured == pytest.approx(analytic, rel=1e-3)
 
 
 def test_cpu_sdpa_is_counted():
@@ -101,7 +111,7 @@ def test_schedule_flops_equal_analytic(scoring):
     assert config.kept_counts(16) == [8, 2]
     shape = DecoderShape.from_config(model.config.text_config)
     analytic = 2 * fastv_prefill_macs(shape, ids.shape[1], stages=stages, scoring=scoring)
-    assert measured == pytest.approx(analytic, rel=0.01)
+    _assert_matches(measured, analytic, scoring)
 
 
 @pytest.mark.parametrize("preset", ["qwen2-vl-7b", "qwen2.5-vl-7b"])

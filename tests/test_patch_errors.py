@@ -13,6 +13,8 @@ import fastvision.fastv.engine as engine_module
 from fastvision.testing import llava_prompt, tiny_llava
 from tests.test_fastv_llava import hook_snapshot
 
+pytestmark = pytest.mark.engine
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -112,7 +114,7 @@ def test_failure_halfway_rolls_back(model, inputs, monkeypatch):
         baseline = model(**inputs).logits
     hooks_before = hook_snapshot(model)
 
-    def explode(model, generate):
+    def explode(*args):
         raise RuntimeError("injected failure")
 
     # The generate guard is installed last: every hook and routed attention before it must be rolled back.

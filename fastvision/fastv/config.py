@@ -47,12 +47,16 @@ class FastVConfig:
     ``schedule`` drops tokens in several stages, PyramidDrop-style (Xing et al., arXiv 2410.17247, §3.2): at each
     ``(layer, ratio)`` the still-kept image tokens are re-ranked at ``layer - 1`` and ``ratio`` of them are dropped,
     e.g. ``((2, 0.5), (16, 0.5))`` keeps 50% after layer 2 and 25% after layer 16. A one-stage schedule is plain
-    FastV; ``k``/``ratio`` always equal the first stage.
+    FastV; ``k``/``ratio`` always equal the first stage, and passing ones that differ from it is an error.
     """
 
-    k: int = field(default=2, metadata={"help": "Layers 0..k-1 see every token; pruning happens before layer k."})
+    k: int = field(
+        default=None,  # type: ignore[assignment]  # resolved in __post_init__: 2, or the schedule's first layer
+        metadata={"help": "Layers 0..k-1 see every token; pruning happens before layer k (default 2)."},
+    )
     ratio: float = field(
-        default=0.5, metadata={"help": "Fraction of each sample's image tokens dropped (0 <= ratio < 1)."}
+        default=None,  # type: ignore[assignment]  # resolved in __post_init__: 0.5, or the schedule's first ratio
+        metadata={"help": "Fraction of each sample's image tokens dropped, 0 <= ratio < 1 (default 0.5)."},
     )
     scoring: str = field(
         default="last",
@@ -83,9 +87,23 @@ class FastVConfig:
             if any(b <= a for a, b in itertools.pairwise(layers)):
                 raise ValueError(f"FastV schedule layers {layers} must be strictly increasing.")
             stages = tuple((k, float(ratio)) for k, ratio in stages)
+            conflicts = [
+                f"{name}={given!r}"
+                for name, given, first in (("k", self.k, stages[0][0]), ("ratio", self.ratio, stages[0][1]))
+                if given is not None and given != first
+            ]
+            if conflicts:
+                raise ValueError(
+                    f"FastV {', '.join(conflicts)} conflicts with schedule={self.schedule!r}, whose first stage is "
+                    f"(k={stages[0][0]}, ratio={stages[0][1]}); pass the schedule alone."
+                )
             object.__setattr__(self, "schedule", stages)
             object.__setattr__(self, "k", stages[0][0])
             object.__setattr__(self, "ratio", stages[0][1])
+        if self.k is None:
+            object.__setattr__(self, "k", 2)
+        if self.ratio is None:
+            object.__setattr__(self, "ratio", 0.5)
         _check_stage(self.k, self.ratio, "")
         if self.scoring not in SCORINGS:
             raise ValueError(f"FastV scoring={self.scoring!r} is unknown; allowed: {', '.join(SCORINGS)}.")

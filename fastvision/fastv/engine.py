@@ -1,6 +1,6 @@
 """The FastV engine: hooks on one patched model instance.
 
-One forward of a patched VLM, in the order the pieces act (shared/DESIGN.md §1):
+One forward of a patched VLM, in the order the pieces act:
 
 1. a pre-hook on the multimodal model reads where the visual tokens are and opens a per-thread forward context;
 2. the scoring layer's attention (layer ``k-1``, see :mod:`fastvision.fastv.scoring`) yields the attention each token
@@ -11,7 +11,8 @@ One forward of a patched VLM, in the order the pieces act (shared/DESIGN.md §1)
 
 A schedule repeats 2-3 per stage: each stage re-ranks the tokens the previous stage kept. State lives in a
 thread-local stack (one context per forward) and in a per-cache table for decoding, so concurrent requests on one
-model never share kept-token state.
+model never share kept-token state. Every transformers internal the hooks read (argument names, the cache layout, the
+attention registry) is resolved at patch time by :mod:`fastvision.fastv.compat`, which raises if one changed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import bisect
 import copy
 import functools
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -31,10 +31,12 @@ import torch
 from torch import nn
 
 from fastvision.fastv.adapter import VLMAdapter
+from fastvision.fastv.compat import check_layer_call, has_new_media, resolve_internals
 from fastvision.fastv.config import FastVConfig, dropped_count
-from fastvision.fastv.gather import causal_mask, gather_key_axis, gather_square_mask, gather_tokens
+from fastvision.fastv.decode import DecodeState, check_cache_lengths, decode_mask
+from fastvision.fastv.gather import causal_mask, gather_square_mask, gather_tokens
 from fastvision.fastv.guards import guard_generate, refuse_labels
-from fastvision.fastv.record import KeptTokens
+from fastvision.fastv.record import KeptTokens, record_stages
 from fastvision.fastv.scoring import (
     ATTENTION_NAME,
     ScoringSite,
@@ -44,14 +46,6 @@ from fastvision.fastv.scoring import (
 )
 from fastvision.fastv.selection import StageSelection, compose, select_tokens
 from fastvision.handle import PatchHandle, set_attribute
-
-
-@dataclass
-class DecodeState:
-    """What decode steps need to know about a cache that a pruned prefill filled: each stage's kept positions."""
-
-    stages: list[StageSelection]
-    prefill_length: int
 
 
 @dataclass
@@ -66,6 +60,8 @@ class ForwardContext:
     total_length: int = 0
     query_length: int = 0
     continuation: bool = False  # the cache already held tokens: a decode step, not a prefill
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, L) placeholder positions per modality
+    noise: torch.Generator | None = None  # scoring="random": seeded per forward, so a request is reproducible
     memo: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)
 
     def memoized(self, stage: int, original: Any, build: Callable[[Any], Any]) -> Any:
@@ -94,9 +90,15 @@ class FastVEngine:
         self.text_config = adapter.text_config(model)
         self.layers = adapter.decoder_layers(model)
         self.stage_layers = [k for k, _ in config.stages]
+        # Every transformers internal the hooks rely on, checked now so that a renamed one fails patch, not a forward.
+        self.internals = resolve_internals(
+            self.multimodal,
+            list(self.layers),
+            [adapter.attention_module(self.layers[k - 1]) for k in self.stage_layers],
+            self.text_config._attn_implementation,
+        )
         self._local = threading.local()
         self._decode_states: weakref.WeakKeyDictionary[Any, DecodeState] = weakref.WeakKeyDictionary()
-        self._noise = torch.Generator().manual_seed(config.seed)  # scoring="random": reproducible per patch
 
     # -- installation --
     def install(self, handle: PatchHandle) -> None:
@@ -115,16 +117,15 @@ class FastVEngine:
             hook = refuse_labels(self.config)
             self._register(handle, self.model.register_forward_pre_hook(hook, with_kwargs=True))
         if callable(getattr(self.model, "generate", None)):
-            set_attribute(handle, self.model, "generate", guard_generate(self.model, self.model.generate))
+            guarded = guard_generate(self.model, self.model.generate, self._check_sliding_window)
+            set_attribute(handle, self.model, "generate", guarded)
 
     def _route_scoring(self, handle: PatchHandle, module: nn.Module, stage: int) -> None:
         """Give ``module`` its own config copy whose attention implementation is the scoring wrapper."""
         base_config = module.config
-        eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
-        if base_config._attn_implementation == "eager" and eager is None:
-            raise ValueError(f"{type(module).__name__} has no eager attention function to delegate to.")
         observer = functools.partial(self._observe_scoring, stage)
-        handle.record("attach scoring site", attach_site(module, ScoringSite(observer, base_config, eager)))
+        site = ScoringSite(observer, base_config, self.internals.eager_attention)
+        handle.record("attach scoring site", attach_site(module, site))
         routed = copy.copy(base_config)
         routed._attn_implementation_internal = ATTENTION_NAME
         set_attribute(handle, module, "config", routed)
@@ -149,28 +150,28 @@ class FastVEngine:
         return getattr(self._local, "last", None)
 
     def _begin_forward(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        context = self._context_for(self.adapter.bind_inputs(module, args, kwargs))
-        self._stack().append(context)
+        # Push first: the always-called end hook pops exactly one entry, also when building the context raises.
+        stack = self._stack()
+        stack.append(_FAILED)
+        stack[-1] = self._context_for(self.adapter.bind_inputs(module, args, kwargs))
 
     def _end_forward(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
         stack = self._stack()
         if not stack:
             return
         context = stack.pop()
-        if output is None or context.continuation:
+        if context is _FAILED or output is None or context.continuation:
             return
-        self._finish_prefill(context, getattr(output, "past_key_values", None))
+        self._finish_prefill(context, self.internals.output_cache(output))
 
     def _finish_prefill(self, context: ForwardContext, cache: Any) -> None:
         if context.mode == "off" or len(context.stages) != len(self.stage_layers):
             self._local.last = None
             return
-        first, last = context.stages[0], context.stages[-1]
-        length = first.relative.kept.shape[1]
-        kept = torch.zeros_like(first.relative.kept).scatter(1, last.index, last.valid)
-        self._local.last = KeptTokens(self.config, context.prunable.to(kept.device), kept, first.relative.scores)
+        self._local.last = record_stages(self.config, context.stages, context.prunable, context.masks)
+        last = context.stages[-1]
         if cache is not None and not last.identity:
-            self._decode_states[cache] = DecodeState(list(context.stages), int(length))
+            self._decode_states[cache] = DecodeState(list(context.stages), int(context.prunable.shape[1]))
 
     @contextmanager
     def prefill(self, prunable: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Iterator[None]:
@@ -189,21 +190,27 @@ class FastVEngine:
     def _context_for(self, inputs: dict[str, Any]) -> ForwardContext:
         if self.model.training and getattr(self.language_model, "gradient_checkpointing", False):
             raise NotImplementedError("FastV pruning does not support gradient checkpointing; disable it or unpatch.")
-        cache = inputs.get("past_key_values")
+        cache = self._classify_cache(inputs)
         reference = inputs.get("input_ids")
         if reference is None:
             reference = inputs.get("inputs_embeds")
-        length = reference.shape[1] if reference is not None else 0
+        if reference is None:
+            raise RuntimeError(
+                "FastV could not classify this forward as a prefill or a decode step: it received neither input_ids "
+                f"nor inputs_embeds (arguments: {sorted(inputs)})."
+            )
+        length = reference.shape[1]
         past = cache.get_seq_length() if cache is not None else 0
         self._check_sliding_window(past + length)
         if past > 0:
             # A placeholder id generated as a decode token is just a token; new pixels on a filled cache are not.
-            if any(key.startswith("pixel_values") and value is not None for key, value in inputs.items()):
+            if has_new_media(inputs):
                 raise NotImplementedError(
                     "FastV prunes visual tokens in the prefill only, but this forward adds images or videos to a "
                     f"non-empty cache ({past} tokens). Start a new cache for a new image."
                 )
             state = self._decode_states.get(cache)
+            check_cache_lengths(cache, self.stage_layers, state, past)
             return ForwardContext(
                 "off" if state is None else "decode",
                 decode=state,
@@ -211,11 +218,37 @@ class FastVEngine:
                 query_length=length,
                 continuation=True,
             )
-        prunable = self._prunable(self.adapter.visual_masks(self.model, inputs))
+        masks = self.adapter.visual_masks(self.model, inputs)
+        prunable = self._prunable(masks)
         if prunable is None or not bool(prunable.any()):
             return ForwardContext("off")
         self._check_cache(cache)
-        return self._prefill_context(prunable, inputs.get("attention_mask"))
+        context = self._prefill_context(prunable, inputs.get("attention_mask"))
+        context.masks = masks
+        return context
+
+    def _classify_cache(self, inputs: dict[str, Any]) -> Any:
+        """The forward's KV cache; raises if a cache arrives in a form or under a name the engine does not know."""
+        from transformers import Cache
+
+        cache = self.internals.cache_of(inputs)
+        if cache is not None and not isinstance(cache, Cache):
+            raise RuntimeError(
+                "FastV could not classify this forward as a prefill or a decode step: its cache is a "
+                f"{type(cache).__name__}, not a transformers Cache. Pass a DynamicCache (or none)."
+            )
+        stray = sorted(
+            name
+            for name, value in inputs.items()
+            if isinstance(value, Cache) and name not in self.internals.cache_names
+        )
+        if stray:
+            raise RuntimeError(
+                f"FastV could not classify this forward as a prefill or a decode step: it received a cache as {stray}, "
+                f"a name fastvision does not know (transformers {self.internals.version} passes "
+                f"{self.internals.cache_argument!r}). Update fastvision or use a tested transformers."
+            )
+        return cache
 
     def _prunable(self, masks: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Union of the masks of the modalities the config prunes (image and video rank in one pool)."""
@@ -257,12 +290,13 @@ class FastVEngine:
                 "the slots a static cache reserves. Use the default cache (cache_implementation=None)."
             )
 
-    def _check_sliding_window(self, total_length: int) -> None:
+    def _check_sliding_window(self, total_length: int, description: str = "") -> None:
         window = getattr(self.text_config, "sliding_window", None)
         if window is not None and total_length > window:
+            what = f" ({description})" if description else ""
             raise NotImplementedError(
-                f"Sequence length {total_length} exceeds the text model's sliding_window={window}: FastV does not "
-                "support sliding-window attention beyond the window yet."
+                f"Sequence length {total_length}{what} exceeds the text model's sliding_window={window}: FastV does "
+                "not support sliding-window attention beyond the window yet."
             )
 
     # -- scoring and pruning --
@@ -282,7 +316,9 @@ class FastVEngine:
             query_valid = torch.gather(query_valid, 1, previous.index) & previous.valid
             last_positions = (previous.index == last_positions[:, None]).to(torch.uint8).argmax(dim=1)
         if self.config.scoring == "random":
-            scores = torch.rand(prunable.shape, generator=self._noise).to(device)
+            if context.noise is None:  # one generator per forward, seeded from the config: requests are reproducible
+                context.noise = torch.Generator().manual_seed(self.config.seed)
+            scores = torch.rand(prunable.shape, generator=context.noise).to(device)
         else:
             scores = attention_received(query, key, mask, scaling, self.config.scoring, last_positions, query_valid)
         ratio = self.config.stages[stage][1]
@@ -297,9 +333,13 @@ class FastVEngine:
         if context is None or context.mode == "off":
             return None
         if context.mode == "decode":
-            return self._decode_inputs(context, stage, args, kwargs)
+            return self._decode_inputs(layer, context, stage, args, kwargs)
         if len(context.stages) <= stage:
-            raise RuntimeError(f"FastV: the scoring layer of stage {stage} did not run before its first pruned layer.")
+            raise RuntimeError(
+                f"FastV: the scoring layer of stage {stage} did not run before its first pruned layer (its attention "
+                "never called the routed attention function: transformers may dispatch attention differently now)."
+            )
+        check_layer_call(layer, args, kwargs, self.internals.version, context.prunable.shape[1])
         selection = context.stages[stage]
         if selection.identity:
             return None
@@ -323,15 +363,22 @@ class FastVEngine:
         return args, kwargs
 
     def _decode_inputs(
-        self, context: ForwardContext, stage: int, args: tuple, kwargs: dict[str, Any]
+        self, layer: nn.Module, context: ForwardContext, stage: int, args: tuple, kwargs: dict[str, Any]
     ) -> tuple[tuple, dict[str, Any]] | None:
         selection = context.decode.stages[stage]
         mask = kwargs.get("attention_mask")
         if selection.identity or (mask is None and not selection.has_slots):
             return None  # every pruned row holds the same keys and nothing is masked: SDPA's defaults are right
+        check_layer_call(layer, args, kwargs, self.internals.version, context.query_length)
         kwargs = dict(kwargs)
-        kwargs["attention_mask"] = context.memoized(stage, mask, lambda m: _decode_mask(m, context, selection))
+        total, queries = context.total_length, context.query_length
+        build = functools.partial(decode_mask, state=context.decode, selection=selection, total=total,
+                                  query_length=queries)  # fmt: skip
+        kwargs["attention_mask"] = context.memoized(stage, mask, build)
         return args, kwargs
+
+
+_FAILED: Any = object()  # the stack entry of a forward whose context could not be built (its pre-hook raised)
 
 
 def _prefill_mask(mask: torch.Tensor | None, selection: StageSelection, length: int) -> torch.Tensor:
@@ -339,19 +386,6 @@ def _prefill_mask(mask: torch.Tensor | None, selection: StageSelection, length: 
     if mask is None:
         mask = causal_mask(torch.arange(length, device=selection.index.device), length)
     return gather_square_mask(mask, selection.index, selection.valid)
-
-
-def _decode_mask(mask: torch.Tensor | None, context: ForwardContext, selection: StageSelection) -> torch.Tensor:
-    prefill_length = context.decode.prefill_length
-    total = mask.shape[-1] if mask is not None else context.total_length
-    device = selection.index.device
-    if mask is None:
-        mask = causal_mask(torch.arange(total - context.query_length, total, device=device), total)
-    batch = selection.index.shape[0]
-    fresh = torch.arange(prefill_length, total, device=device).expand(batch, -1)
-    key_index = torch.cat([selection.index, fresh], dim=1)
-    key_valid = torch.cat([selection.valid, torch.ones_like(fresh, dtype=torch.bool)], dim=1)
-    return gather_key_axis(mask, key_index, key_valid)
 
 
 def _map_hidden(args: tuple, kwargs: dict[str, Any], fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[tuple, dict]:

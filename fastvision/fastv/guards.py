@@ -24,8 +24,14 @@ def refuse_labels(config: FastVConfig) -> Callable[[nn.Module, tuple, dict[str, 
     return hook
 
 
-def check_generation(model: nn.Module, kwargs: dict[str, Any]) -> None:
-    """Raise for generation modes whose cache handling would be wrong after pruning."""
+def check_generation(
+    model: nn.Module, args: tuple, kwargs: dict[str, Any], check_length: Callable[[int, str], None] | None = None
+) -> None:
+    """Raise for generation modes whose cache handling would be wrong after pruning, before anything is generated.
+
+    ``check_length(total, description)`` is given the longest sequence this call can reach (prompt plus
+    ``max_new_tokens``, or ``max_length``), so a length limit fires before the first token rather than mid-way.
+    """
     generation_config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
 
     def setting(name: str) -> Any:
@@ -43,14 +49,26 @@ def check_generation(model: nn.Module, kwargs: dict[str, Any]) -> None:
             f"FastV supports the dynamic cache only, got cache_implementation={implementation!r}; "
             "leave it unset or use 'dynamic'."
         )
+    if check_length is not None:
+        prompt = kwargs.get("input_ids", args[0] if args else None)
+        if prompt is None:
+            prompt = kwargs.get("inputs_embeds")
+        prompt_length = int(prompt.shape[1]) if prompt is not None else 0
+        new_tokens = setting("max_new_tokens")
+        if new_tokens is not None:
+            check_length(prompt_length + int(new_tokens), f"prompt {prompt_length} + max_new_tokens {new_tokens}")
+        elif setting("max_length") is not None:
+            check_length(int(setting("max_length")), f"max_length {setting('max_length')}")
 
 
-def guard_generate(model: nn.Module, generate: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a bound ``generate`` so unsupported modes raise before any work."""
+def guard_generate(
+    model: nn.Module, generate: Callable[..., Any], check_length: Callable[[int, str], None] | None = None
+) -> Callable[..., Any]:
+    """Wrap a bound ``generate`` so unsupported modes and lengths raise before any work."""
 
     @functools.wraps(generate)
     def guarded_generate(*args: Any, **kwargs: Any) -> Any:
-        check_generation(model, kwargs)
+        check_generation(model, args, kwargs, check_length)
         return generate(*args, **kwargs)
 
     return guarded_generate

@@ -66,7 +66,8 @@ def fastv_prefill_macs(
 
     Pruning is given either as ``k``/``kept_tokens`` (one stage) or as ``stages``: ``(layer, tokens)`` pairs, each
     meaning that layers from ``layer`` on run on ``tokens`` tokens. With neither, the prefill is unpruned. Each stage
-    adds its score row(s) at ``layer - 1``: one query row for ``"last"``, every row for ``"mean"``.
+    adds its score row(s) at ``layer - 1``: one query row for ``"last"``, every row for ``"mean"`` (plus the weighted
+    sum of those rows). Softmax and masking are elementwise and not counted, as FlopCounterMode does not.
     """
     if stages is None:
         stages = [] if k is None else [(k, tokens if kept_tokens is None else kept_tokens)]
@@ -78,6 +79,8 @@ def fastv_prefill_macs(
     for before in counts[:-1]:  # the score rows of each stage, over the tokens its scoring layer sees
         rows = 1 if scoring == "last" else before
         macs += rows * before * shape.heads * shape.head_dim
+        if scoring == "mean":  # the rows' weighted sum over the valid queries (one multiply-add per row and key)
+            macs += rows * before
     return macs
 
 
