@@ -27,6 +27,7 @@ from lm_eval.models.hf_vlms import HFMultimodalLM
 
 import fastvision
 from fastvision.flops import measure_flops
+from fastvision.handle import get_handle
 
 FASTV_ARGUMENTS = ("fastv_k", "fastv_ratio", "fastv_scoring", "fastv_modality", "fastv_seed", "fastv_measure")
 
@@ -171,10 +172,10 @@ class FastVisionLM(HFMultimodalLM):
             if record is not None:
                 costs.image_tokens += sum(record.num_visual_tokens)
                 costs.kept_image_tokens += sum(record.num_kept_visual_tokens)
-            elif bool((inputs["input_ids"] == self.model.config.image_token_id).any()):
+            elif get_handle(self.model).engine.prunable_count(inputs) > 0:
                 raise RuntimeError(
-                    f"The patched model ({self.fastv_config}) left no kept-token record for a request with image "
-                    "tokens: the engine did not prune it, so its FLOPs would be the unpatched model's."
+                    f"The patched model ({self.fastv_config}) left no kept-token record for a request with tokens it "
+                    "prunes: the engine did not prune it, so its FLOPs would be the unpatched model's."
                 )
         return result
 

@@ -92,19 +92,27 @@ def test_resolved_cache_name_follows_the_installed_release(model):
 
 @torch.no_grad()
 def test_decode_reads_the_cache_under_each_name_the_release_accepts(model):
+    """The multimodal model itself (below the top-level rename) decodes the same under each accepted name, and with
+    its input ids passed positionally, as the top-level model's decode step does."""
     inputs = _inputs(model)
+    step = torch.tensor([[9]])
+    mask = torch.ones(1, inputs["input_ids"].shape[1] + 1, dtype=torch.long)
     with fastvision.patched(model, k=2, ratio=0.5):
         internals = model._fastvision_patch.engine.internals
-        step = torch.tensor([[9]])
-        logits = []
-        for name in internals.cache_names:
-            out = model(**inputs, use_cache=True)
-            cache = internals.output_cache(out)
+
+        def prefilled():
+            cache = internals.output_cache(model(**inputs, use_cache=True))
             assert cache.get_seq_length(3) < cache.get_seq_length(0)  # the pruned layers hold fewer keys
-            mask = torch.ones(1, inputs["input_ids"].shape[1] + 1, dtype=torch.long)
-            logits.append(model(input_ids=step, attention_mask=mask, use_cache=True, **{name: cache}).logits)
-    for other in logits[1:]:
-        assert torch.equal(other, logits[0])
+            return cache
+
+        reference = model(input_ids=step, attention_mask=mask, use_cache=True, past_key_values=prefilled()).logits
+        calls = [((), {"input_ids": step, name: None}) for name in internals.cache_names]
+        calls += [((step,), {name: None}) for name in internals.cache_names]  # ids positionally, the cache by keyword
+        for args, kwargs in calls:
+            kwargs = {name: (prefilled() if value is None else value) for name, value in kwargs.items()}
+            hidden = model.model(*args, attention_mask=mask, use_cache=True, **kwargs).last_hidden_state
+            assert torch.equal(model.lm_head(hidden), reference)
+            assert fastvision.kept_tokens(model) is not None  # a decode step, not a fresh forward wiping the record
 
 
 @torch.no_grad()

@@ -41,6 +41,26 @@ def test_a_raising_pre_hook_leaves_the_context_stack_balanced(model):
 
 
 @torch.no_grad()
+def test_another_raising_pre_hook_leaves_the_stack_balanced(model):
+    """The engine's pre-hook runs first, so a user's pre-hook that raises after it pops only this forward's entry."""
+    inputs = _inputs(model)
+
+    def refuse(module, args, kwargs):
+        raise KeyError("a user's hook")
+
+    user = model.model.register_forward_pre_hook(refuse, with_kwargs=True)
+    try:
+        with fastvision.patched(model, k=2, ratio=0.5):
+            engine = model._fastvision_patch.engine
+            with engine.prefill(torch.zeros(1, 4, dtype=torch.bool)):
+                with pytest.raises(KeyError, match="a user's hook"):
+                    model(**inputs)
+                assert len(engine._stack()) == 1
+    finally:
+        user.remove()
+
+
+@torch.no_grad()
 def test_random_scoring_is_reproducible_per_request(model):
     """Each forward seeds its own noise, so one request keeps the same tokens whatever ran before or beside it."""
     inputs = _inputs(model)
@@ -88,7 +108,12 @@ def test_config_accepts_k_and_ratio_equal_to_the_first_stage():
 
 @torch.no_grad()
 def test_sliding_window_is_checked_before_generating():
-    """prompt + max_new_tokens beyond the window raises before the first forward, not after tokens were produced."""
+    """A generate call whose forwards would outgrow the window raises before its first forward.
+
+    The longest forward of ``max_new_tokens`` new tokens is ``prompt + max_new_tokens - 1`` long (the last token is
+    never fed back), so a window of ``prompt + 2`` allows 3 new tokens and refuses 4, which used to fail at the third
+    forward after two tokens had been produced.
+    """
     family = FAMILIES["gemma3"]
     model = family.make()
     inputs = batch(family, model, [([5, 6], ["image"], [7, 8, 9])])
@@ -98,11 +123,14 @@ def test_sliding_window_is_checked_before_generating():
     counter = model.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     try:
         with fastvision.patched(model, k=2, ratio=0.5):
-            with pytest.raises(NotImplementedError, match=rf"\(prompt {prompt} \+ max_new_tokens 3\).*sliding_window"):
-                model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0)
+            message = rf"length {prompt + 3} \(prompt {prompt} \+ max_new_tokens 4 - 1\).*sliding_window"
+            with pytest.raises(NotImplementedError, match=message):
+                model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=0)
             assert forwards == []
-            out = model.generate(**inputs, max_new_tokens=2, do_sample=False, pad_token_id=0)
-            assert out.shape[1] == prompt + 2
+            out = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0)
+            assert out.shape[1] == prompt + 3 and len(forwards) == 3
+            with pytest.raises(NotImplementedError, match="chunked prefill"):
+                model.generate(**inputs, max_new_tokens=2, prefill_chunk_size=4)
     finally:
         counter.remove()
 

@@ -48,7 +48,11 @@ class VLMAdapter:
         if not args:
             return kwargs
         signature = inspect.signature(module.forward)
-        return dict(signature.bind_partial(*args, **kwargs).arguments)
+        bound = dict(signature.bind_partial(*args, **kwargs).arguments)
+        for name, parameter in signature.parameters.items():  # keywords the signature does not name stay top-level
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD and isinstance(bound.get(name), dict):
+                bound.update(bound.pop(name))
+        return bound
 
     def visual_token_ids(self, model: nn.Module) -> dict[str, int]:
         """Placeholder token id of each visual modality the model has (``image``, ``video``)."""

@@ -9,6 +9,7 @@ attending to the wrong keys.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +27,19 @@ class DecodeState:
     prefill_length: int
 
 
-def check_cache_lengths(cache: Any, stage_layers: list[int], state: DecodeState | None, past: int) -> None:
-    """Raise unless every stage's first layer holds exactly the keys the engine's decode masks assume.
+def check_cache_lengths(
+    cache: Any, stage_layers: list[int], num_layers: int, state: DecodeState | None, past: int
+) -> None:
+    """Raise unless every pruned layer holds exactly the keys the engine's decode masks assume.
 
-    ``past`` is layer 0's length (never pruned). With no recorded state, no layer may be shorter than layer 0.
+    ``past`` is layer 0's length (never pruned). With no recorded state, every layer must hold as many as layer 0.
     """
-    for stage, layer in enumerate(stage_layers):
+    for layer in range(stage_layers[0], num_layers):
         actual = cache.get_seq_length(layer)
         if state is None:
             expected = past
         else:
+            stage = bisect.bisect_right(stage_layers, layer) - 1
             expected = state.stages[stage].index.shape[1] + past - state.prefill_length
         if actual != expected:
             origin = "no pruned prefill was recorded for this cache" if state is None else "the prefill kept fewer"

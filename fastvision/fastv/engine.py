@@ -105,7 +105,10 @@ class FastVEngine:
         register_scoring_attention()
         for stage, k in enumerate(self.stage_layers):
             self._route_scoring(handle, self.adapter.attention_module(self.layers[k - 1]), stage)
-        self._register(handle, self.multimodal.register_forward_pre_hook(self._begin_forward, with_kwargs=True))
+        # prepend: the context is pushed before any other pre-hook can raise, so the always-called end hook that pops
+        # it is balanced whichever pre-hook fails.
+        begin = self.multimodal.register_forward_pre_hook(self._begin_forward, with_kwargs=True, prepend=True)
+        self._register(handle, begin)
         self._register(
             handle, self.multimodal.register_forward_hook(self._end_forward, with_kwargs=True, always_call=True)
         )
@@ -210,7 +213,7 @@ class FastVEngine:
                     f"non-empty cache ({past} tokens). Start a new cache for a new image."
                 )
             state = self._decode_states.get(cache)
-            check_cache_lengths(cache, self.stage_layers, state, past)
+            check_cache_lengths(cache, self.stage_layers, len(self.layers), state, past)
             return ForwardContext(
                 "off" if state is None else "decode",
                 decode=state,
@@ -249,6 +252,11 @@ class FastVEngine:
                 f"{self.internals.cache_argument!r}). Update fastvision or use a tested transformers."
             )
         return cache
+
+    def prunable_count(self, inputs: dict[str, Any]) -> int:
+        """Tokens of the modalities this config prunes in a prefill's ``inputs``; its record is None exactly when 0."""
+        prunable = self._prunable(self.adapter.visual_masks(self.model, inputs))
+        return 0 if prunable is None else int(prunable.sum())
 
     def _prunable(self, masks: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Union of the masks of the modalities the config prunes (image and video rank in one pool)."""

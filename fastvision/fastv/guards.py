@@ -49,16 +49,22 @@ def check_generation(
             f"FastV supports the dynamic cache only, got cache_implementation={implementation!r}; "
             "leave it unset or use 'dynamic'."
         )
+    if setting("prefill_chunk_size"):
+        raise NotImplementedError(
+            f"FastV does not support chunked prefill (prefill_chunk_size={setting('prefill_chunk_size')}): it ranks "
+            "image tokens over the whole prompt in one forward. Leave prefill_chunk_size unset."
+        )
     if check_length is not None:
-        prompt = kwargs.get("input_ids", args[0] if args else None)
-        if prompt is None:
-            prompt = kwargs.get("inputs_embeds")
-        prompt_length = int(prompt.shape[1]) if prompt is not None else 0
+        given = [kwargs[name] for name in ("input_ids", "inputs", "inputs_embeds") if kwargs.get(name) is not None]
+        prompt = given[0] if given else (args[0] if args else None)
+        prompt_length = int(prompt.shape[1]) if prompt is not None and prompt.dim() > 1 else 0
         new_tokens = setting("max_new_tokens")
+        # The last generated token is never fed back, so the longest forward is one shorter than the output.
         if new_tokens is not None:
-            check_length(prompt_length + int(new_tokens), f"prompt {prompt_length} + max_new_tokens {new_tokens}")
+            total = prompt_length + int(new_tokens) - 1
+            check_length(total, f"prompt {prompt_length} + max_new_tokens {new_tokens} - 1")
         elif setting("max_length") is not None:
-            check_length(int(setting("max_length")), f"max_length {setting('max_length')}")
+            check_length(int(setting("max_length")) - 1, f"max_length {setting('max_length')} - 1")
 
 
 def guard_generate(

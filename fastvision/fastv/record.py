@@ -22,8 +22,8 @@ class StageRecord:
     """One stage: the tokens its layers computed on and the scores that chose them.
 
     ``kept_mask`` (B, L) bool: positions layers ``layer..`` (up to the next stage) computed on.
-    ``scores`` (B, L) float32: the attention each position received at layer ``layer - 1``; NaN at positions an
-    earlier stage had already dropped (that layer never saw them).
+    ``scores`` (B, L) float32: the attention each position received at layer ``layer - 1`` (the seeded noise with
+    ``scoring="random"``); NaN at positions an earlier stage had already dropped (that layer never saw them).
     """
 
     layer: int
@@ -128,13 +128,14 @@ def record_stages(
     device = empty.device
     stages, seen = [], None  # seen: (index, valid) of the tokens this stage's scoring layer saw
     for (layer, ratio), selection in zip(config.stages, selections, strict=True):
-        kept = empty.scatter(1, selection.index, selection.valid)
-        scores = selection.relative.scores.float()
+        index, valid = selection.index.to(device), selection.valid.to(device)  # stages may sit on other devices
+        kept = empty.scatter(1, index, valid)
+        scores = selection.relative.scores.float().to(device)
         if seen is not None:
             relative = torch.where(seen[1], scores, float("nan"))
             scores = torch.full(empty.shape, float("nan"), device=device).scatter(1, seen[0], relative)
         stages.append(StageRecord(layer, ratio, kept, scores))
-        seen = (selection.index, selection.valid)
+        seen = (index, valid)
     image = masks["image"] if "image" in masks else (prunable if not masks else empty)
     video = masks.get("video", empty)
     return KeptTokens(config, image.to(device), video.to(device), prunable.to(device), tuple(stages))
