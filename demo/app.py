@@ -17,6 +17,8 @@ from typing import Any
 from fastvision.demo.heatmap import kept_token_heatmap
 from fastvision.demo.inference import DemoEngine, DemoInputError
 
+from fastvision.fastv.config import SCORINGS
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no usage pings to Gradio's servers
 
 INTRO = """# fastvision: FastV side by side
@@ -110,7 +112,7 @@ def build_demo(engine: DemoEngine, concurrency: int = 4, examples_folder: Path |
                 k = gr.Slider(1, engine.num_layers - 1, value=min(2, engine.num_layers - 1), step=1,
                               label="K: prune after this layer")  # fmt: skip
                 ratio = gr.Slider(0.0, 0.95, value=0.5, step=0.05, label="ratio: fraction of image tokens dropped")
-                scoring = gr.Radio(["last", "mean", "random"], value="last", label="scoring")
+                scoring = gr.Radio(list(SCORINGS), value="last", label="scoring")
                 run = gr.Button("Compare", variant="primary", elem_id="run")
             with gr.Column():
                 with gr.Row():

@@ -18,7 +18,7 @@ class CardRow:
     """One measured setting: the unpatched model, FastV at (k, ratio), or random pruning."""
 
     name: str
-    method: str  # "unpatched", "fastv" or "random"
+    method: str  # "unpatched", "fastv", or a baseline: "random" or "stride"
     config: dict[str, Any] | None
     accuracy: float
     relative_flops: float
@@ -127,6 +127,8 @@ def _fastvision_eval_command(results: EvalResults) -> str:
             command += ["--scoring", fastv[0]["scoring"]]
     if not any(s.method == "random" for s in results.settings):
         command.append("--no-random")
+    if any(s.method == "stride" for s in results.settings):
+        command.append("--stride")
     if results.seed:
         command += ["--seed", str(results.seed)]
     return " ".join(command)
@@ -162,12 +164,11 @@ def _from_lm_eval(data: dict[str, Any], path: Path) -> CardSource:
     task = sorted(data["results"])[0]
     metric, value = _task_metric(data["results"][task])
     config = report["config"]
-    name = f"fastv K={config['k']} R={config['ratio']:g}"
-    if config.get("scoring") == "random":
-        name = f"random K={config['k']} R={config['ratio']:g}"
+    method = config["scoring"] if config.get("scoring") in ("random", "stride") else "fastv"
+    name = f"{method} K={config['k']} R={config['ratio']:g}"
     row = CardRow(
         name=name,
-        method="random" if config.get("scoring") == "random" else "fastv",
+        method=method,
         config=config,
         accuracy=value,
         relative_flops=float(report["relative_prefill_flops"]),

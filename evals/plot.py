@@ -9,7 +9,7 @@ from fastvision.evals.results import EvalResults
 
 
 def pareto_plot(results: EvalResults, path: str | Path) -> Path:
-    """One line per K for FastV, the random-pruning baseline dashed, the unpatched model as a star."""
+    """One line per K for FastV, the baselines dashed (random) or dotted (stride), the unpatched model as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,8 +23,8 @@ def pareto_plot(results: EvalResults, path: str | Path) -> Path:
         lines.setdefault((row.method, row.config["k"]), []).append((row.relative_flops, row.accuracy))
     for (method, k), points in sorted(lines.items()):
         points.sort()
-        style = {"linestyle": "--", "marker": "x"} if method == "random" else {"marker": "o"}
-        label = f"random pruning, K={k}" if method == "random" else f"FastV K={k}"
+        style, label = BASELINE_STYLES.get(method, ({"marker": "o"}, "FastV"))
+        label = f"{label} K={k}"
         axes.plot([x for x, _ in points], [y for _, y in points], label=label, **style)
     baseline = results.baseline()
     axes.plot([1.0], [baseline.accuracy], marker="*", markersize=14, color="black", linestyle="none",
@@ -38,6 +38,10 @@ def pareto_plot(results: EvalResults, path: str | Path) -> Path:
     return save_figure(figure, path)
 
 
+BASELINE_STYLES = {
+    "random": ({"linestyle": "--", "marker": "x"}, "random pruning,"),
+    "stride": ({"linestyle": ":", "marker": "s"}, "keep-by-position (stride),"),
+}
 MIN_ACCURACY_SPAN = 0.05  # so that a few questions' difference does not fill the plot's height
 
 

@@ -21,7 +21,7 @@ class SettingResult:
     """One row of a sweep: the unpatched model, FastV at (k, ratio), or random pruning at the same ratio."""
 
     name: str
-    method: str  # "unpatched", "fastv" or "random"
+    method: str  # "unpatched", "fastv", or a baseline: "random" or "stride"
     config: dict[str, Any] | None  # FastVConfig.to_dict(), None for the unpatched model
     accuracy: float
     correct: int

@@ -1,6 +1,7 @@
 """The accuracy-vs-FLOPs sweep behind ``fastvision eval``.
 
-For the unpatched model, FastV at every (k, ratio) and random pruning at the same ratios, it measures exact-match
+For the unpatched model, FastV at every (k, ratio) and the baselines at the same ratios (random pruning, and
+keep-by-position with ``--stride``), it measures exact-match
 accuracy over the dataset, prefill FLOPs (FlopCounterMode, per question), median single-question prefill latency and
 the image tokens kept. The dataset is encoded once and shared by every setting.
 """
@@ -30,9 +31,15 @@ class Setting:
 
 
 def sweep_settings(
-    ks: list[int], ratios: list[float], scoring: str = "last", random_baseline: bool = True, seed: int = 0
+    ks: list[int],
+    ratios: list[float],
+    scoring: str = "last",
+    random_baseline: bool = True,
+    seed: int = 0,
+    stride_baseline: bool = False,
 ) -> list[Setting]:
-    """The unpatched model, FastV for every (k, ratio), and random pruning (at the middle k) for each ratio > 0."""
+    """The unpatched model, FastV for every (k, ratio), and the baselines (at the middle k) for each ratio > 0:
+    random pruning, and optionally keep-by-position (``scoring="stride"``), at the same kept-token counts."""
     settings = [Setting("unpatched", "unpatched", None)]
     for k in ks:
         for ratio in ratios:
@@ -44,6 +51,12 @@ def sweep_settings(
             if ratio > 0:
                 config = fastvision.FastVConfig(k=k, ratio=ratio, scoring="random", seed=seed)
                 settings.append(Setting(f"random K={k} R={ratio:g}", "random", config))
+    if stride_baseline:
+        k = 2 if 2 in ks else ks[len(ks) // 2]
+        for ratio in ratios:
+            if ratio > 0:
+                config = fastvision.FastVConfig(k=k, ratio=ratio, scoring="stride")
+                settings.append(Setting(f"stride K={k} R={ratio:g}", "stride", config))
     return settings
 
 

@@ -176,3 +176,16 @@ def test_sweep_refuses_a_missing_kept_token_record(model, monkeypatch):
         sweep._kept_image_tokens(model, setting, 16)
     assert sweep._kept_image_tokens(model, setting, 0) == 0
     assert sweep._kept_image_tokens(model, sweep.Setting("unpatched", "unpatched", None), 16) == 16
+
+
+@torch.no_grad()
+def test_stride_baseline_keeps_evenly_spaced_image_tokens(model):
+    """scoring="stride" keeps every other image token at ratio 0.5, whatever the image shows."""
+    with fastvision.patched(model, k=2, ratio=0.5, scoring="stride"):
+        kept = []
+        for seed in (3, 4):
+            model(**_inputs(model, seed))
+            kept.append(fastvision.kept_tokens(model).kept_image_positions(0).tolist())
+    images = _inputs(model)["input_ids"][0] == model.config.image_token_id
+    positions = torch.nonzero(images).flatten().tolist()
+    assert kept[0] == kept[1] == positions[1::2]

@@ -64,17 +64,21 @@ def test_training_recipe_smoke(tmp_path):
 def test_eval_smoke_sweep_writes_results_and_plot(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["eval", "--limit", "12", "--k", "1", "2", "--ratio", "0", "0.5", "--batch-size", "6", "--out", str(out)]
-    assert main([*args, "--quiet"]) == 0
+    assert main([*args, "--stride", "--quiet"]) == 0
     results = EvalResults.from_json(out / "results.json")
     assert results.schema == SCHEMA and results.dataset == {"name": "easy-vqa", "split": "test", "questions": 12}
     names = [row.name for row in results.settings]
     assert names == ["unpatched", "fastv K=1 R=0", "fastv K=1 R=0.5", "fastv K=2 R=0", "fastv K=2 R=0.5",
-                     "random K=2 R=0.5"]  # fmt: skip
+                     "random K=2 R=0.5", "stride K=2 R=0.5"]  # fmt: skip
     baseline = results.baseline()
     assert baseline.relative_flops == 1.0 and baseline.kept_image_tokens == baseline.image_tokens == 144
     by_name = {row.name: row for row in results.settings}
     assert by_name["fastv K=2 R=0"].accuracy == baseline.accuracy
     assert by_name["fastv K=2 R=0.5"].kept_image_tokens == 72
+    # The baselines keep as many tokens as FastV at the same ratio, and cost the same FLOPs or less (no score row).
+    for baseline_name in ("random K=2 R=0.5", "stride K=2 R=0.5"):
+        assert by_name[baseline_name].kept_image_tokens == 72
+        assert by_name[baseline_name].prefill_flops < by_name["fastv K=2 R=0.5"].prefill_flops
     # Pruning saves FLOPs, and pruning after layer 1 saves more than after layer 2.
     assert by_name["fastv K=1 R=0.5"].relative_flops < by_name["fastv K=2 R=0.5"].relative_flops < 1.0
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastvision.fastv.gather import causal_mask, gather_key_axis, gather_square_mask, gather_tokens, masked_value
-from fastvision.fastv.selection import compose, select_tokens
+from fastvision.fastv.selection import compose, select_tokens, stride_scores
 
 pytestmark = pytest.mark.engine
 
@@ -135,3 +137,19 @@ def test_square_and_key_axis_masks_keep_patterns_and_mask_slots(problem, boolean
         for q in range(length):
             for j, column in enumerate(index[b].tolist()):
                 assert keys[b, 0, q, j] == (source[q, column] if valid[b, j] else blocked)
+
+
+@SETTINGS
+@given(selection_problems())
+def test_stride_keeps_evenly_spaced_tokens(problem):
+    """Keep-by-position: exactly the kept count, spread so that gaps between kept ranks differ by at most one."""
+    _, prunable, drops = problem
+    selection = select_tokens(stride_scores(prunable, drops), prunable, drops)
+    for b in range(prunable.shape[0]):
+        positions = torch.nonzero(prunable[b]).flatten().tolist()
+        kept_ranks = [rank for rank, position in enumerate(positions) if selection.kept[b, position]]
+        assert len(kept_ranks) == len(positions) - drops[b]
+        gaps = [after - before for before, after in itertools.pairwise(kept_ranks)]
+        assert not gaps or max(gaps) - min(gaps) <= 1
+        if kept_ranks:  # the spread reaches the end of the row: the last kept rank is the last one
+            assert kept_ranks[-1] == len(positions) - 1

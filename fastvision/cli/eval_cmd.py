@@ -31,6 +31,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--ratio", type=float, nargs="+", default=DEFAULT_RATIOS)
     parser.add_argument("--scoring", default="last", choices=["last", "mean"])
     parser.add_argument("--no-random", action="store_true", help="skip the random-pruning baseline rows")
+    parser.add_argument(
+        "--stride", action="store_true", help="add keep-by-position baseline rows (evenly spaced image tokens)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="fastvision-eval", help="output folder (results.json, pareto.png)")
@@ -90,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 0:
         raise ValueError(f"--limit must be >= 0 (0 = the whole split), got {args.limit}.")
-    settings = sweep_settings(args.k, args.ratio, args.scoring, not args.no_random, args.seed)  # validates k, ratio
+    settings = sweep_settings(  # validates k and ratio
+        args.k, args.ratio, args.scoring, not args.no_random, args.seed, stride_baseline=args.stride
+    )
     dataset = load_dataset_for_eval(args.dataset, args.split, args.limit or None)
     model, processor, source = load_model_for_eval(args.model)
     layers = model.config.get_text_config().num_hidden_layers

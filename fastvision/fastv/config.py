@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-SCORINGS = ("last", "mean", "random")
+SCORINGS = ("last", "mean", "random", "stride")
 MODALITIES = ("all", "image", "video")
 
 
@@ -41,8 +41,9 @@ class FastVConfig:
 
     ``scoring="last"`` ranks image tokens by the attention row of the last prompt token (as in the official code,
     github.com/pkunlp-icler/FastV); ``scoring="mean"`` averages the rows of every non-padding query (the paper's
-    wording, §4.1). Both rows are the softmax after RoPE and masks, averaged over heads. ``scoring="random"`` ranks by
-    seeded uniform noise instead: the baseline that shows what the attention ranking buys.
+    wording, §4.1). Both rows are the softmax after RoPE and masks, averaged over heads. Two baselines show what the
+    attention ranking buys: ``scoring="random"`` ranks by seeded uniform noise, and ``scoring="stride"`` keeps the
+    image tokens at evenly spaced positions whatever they show (keep-by-position).
 
     ``schedule`` drops tokens in several stages, PyramidDrop-style (Xing et al., arXiv 2410.17247, §3.2): at each
     ``(layer, ratio)`` the still-kept image tokens are re-ranked at ``layer - 1`` and ``ratio`` of them are dropped,
@@ -60,7 +61,10 @@ class FastVConfig:
     )
     scoring: str = field(
         default="last",
-        metadata={"help": "'last' (official code), 'mean' (paper text), or 'random' (a baseline: uniform noise)."},
+        metadata={
+            "help": "'last' (official code), 'mean' (paper text), or a baseline: 'random' (uniform noise) or "
+            "'stride' (keep by position, evenly spaced)."
+        },
     )
     modality: str = field(
         default="all",

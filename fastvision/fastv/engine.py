@@ -44,7 +44,7 @@ from fastvision.fastv.scoring import (
     attention_received,
     register_scoring_attention,
 )
-from fastvision.fastv.selection import StageSelection, compose, select_tokens
+from fastvision.fastv.selection import StageSelection, compose, select_tokens, stride_scores
 from fastvision.handle import PatchHandle, set_attribute
 
 
@@ -323,14 +323,16 @@ class FastVEngine:
             prunable = torch.gather(prunable, 1, previous.index) & previous.valid
             query_valid = torch.gather(query_valid, 1, previous.index) & previous.valid
             last_positions = (previous.index == last_positions[:, None]).to(torch.uint8).argmax(dim=1)
+        ratio = self.config.stages[stage][1]
+        drops = [dropped_count(ratio, remaining) for remaining in context.remaining]
         if self.config.scoring == "random":
             if context.noise is None:  # one generator per forward, seeded from the config: requests are reproducible
                 context.noise = torch.Generator().manual_seed(self.config.seed)
             scores = torch.rand(prunable.shape, generator=context.noise).to(device)
+        elif self.config.scoring == "stride":
+            scores = stride_scores(prunable, drops)
         else:
             scores = attention_received(query, key, mask, scaling, self.config.scoring, last_positions, query_valid)
-        ratio = self.config.stages[stage][1]
-        drops = [dropped_count(ratio, remaining) for remaining in context.remaining]
         context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]
         context.stages.append(compose(previous, select_tokens(scores, prunable, drops)))
 

@@ -53,6 +53,22 @@ def select_tokens(scores: torch.Tensor, prunable: torch.Tensor, num_drop: list[i
     return Selection(index, valid, kept, scores, prunable, identity=False, has_slots=min(num_drop) != max(num_drop))
 
 
+def stride_scores(prunable: torch.Tensor, num_drop: list[int]) -> torch.Tensor:
+    """Scores that make :func:`select_tokens` keep each row's prunable tokens at a uniform stride, in sequence order.
+
+    The keep-by-position baseline (as compared in VTC-Bench, arXiv 2510.07143): of a row's ``n`` prunable tokens, the
+    one of rank ``r`` is kept when ``floor((r + 1) m / n) > floor(r m / n)`` with ``m = n - num_drop``, which keeps
+    exactly ``m`` evenly spread tokens (the first is kept when ``m = n``, every ``n/m``-th otherwise). Kept tokens score
+    1 and dropped ones 0. Integer tensor arithmetic only, so it runs on the ``meta`` device too.
+    """
+    rank = prunable.long().cumsum(dim=1) - 1  # rank of each prunable token among its row's prunable tokens
+    total = prunable.long().sum(dim=1, keepdim=True)
+    keep = total - torch.tensor(num_drop, device=prunable.device)[:, None]
+    total = total.clamp_min(1)
+    selected = ((rank + 1) * keep) // total > (rank * keep) // total
+    return (selected & prunable).float()
+
+
 @dataclass
 class StageSelection:
     """One stage of a schedule: its selection in the previous stage's coordinates, composed to original positions."""

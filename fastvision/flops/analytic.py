@@ -77,7 +77,7 @@ def fastv_prefill_macs(
     for (start, stop), count in zip(itertools.pairwise(boundaries), counts, strict=True):
         macs += (stop - start) * decoder_layer_macs(shape, count)
     for before in counts[:-1]:  # the score rows of each stage, over the tokens its scoring layer sees
-        rows = 1 if scoring == "last" else before
+        rows = {"last": 1, "mean": before}.get(scoring, 0)  # "random" and "stride" compute no attention row
         macs += rows * before * shape.heads * shape.head_dim
         if scoring == "mean":  # the rows' weighted sum over the valid queries (one multiply-add per row and key)
             macs += rows * before
