@@ -40,22 +40,30 @@ def _run_layers(model, hidden, positions, valid, layers):
     return hidden
 
 
-def _scores(model, hidden, positions, k, scoring, prompt_rows):
-    """Attention each position receives at layer k-1, from that layer's input (explicit softmax, head mean)."""
+def attention_rows(model, hidden, k, rotary_positions, allowed):
+    """(n, n) head-averaged softmax of layer k-1's explicit q·kᵀ for one sample, from that layer's input.
+
+    ``rotary_positions`` go to the model's own rotary embedding as it takes them ((1, n) ids, or (3, 1, n) for
+    M-RoPE); ``allowed`` (n, n) says which keys each query may see.
+    """
     language_model = model.model.language_model
     layer = language_model.layers[k - 1]
     attention = layer.self_attn
     normed = layer.input_layernorm(hidden)
-    head_dim = attention.head_dim
-    n = hidden.shape[1]
+    n, head_dim = hidden.shape[1], attention.head_dim
     q = attention.q_proj(normed).view(1, n, -1, head_dim).transpose(1, 2)
     key = attention.k_proj(normed).view(1, n, -1, head_dim).transpose(1, 2)
-    cos, sin = language_model.rotary_emb(hidden, positions[None])
+    cos, sin = language_model.rotary_emb(hidden, rotary_positions)
     q, key = apply_rotary_pos_emb(q, key, cos, sin)
     key = key.repeat_interleave(q.shape[1] // key.shape[1], dim=1)
     logits = (q.float() @ key.float().transpose(-1, -2)) * attention.scaling
+    return torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1).mean(1)[0]
+
+
+def _scores(model, hidden, positions, k, scoring, prompt_rows):
+    """Attention each position receives at layer k-1, from that layer's input (explicit softmax, head mean)."""
     allowed = positions[None, :] <= positions[:, None]
-    probabilities = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1).mean(1)[0]
+    probabilities = attention_rows(model, hidden, k, positions[None], allowed)
     if scoring == "last":
         return probabilities[prompt_rows[-1]]
     return probabilities[prompt_rows].mean(0)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
-from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb
+
+from tests.reference import attention_rows
 
 
 def mrope_positions(input_ids: list[int], image_token: int, grids: list[tuple[int, int]]) -> torch.Tensor:
@@ -54,20 +55,9 @@ def _run_layers(model, hidden, positions, layers):
 
 
 def _scores(model, hidden, positions, k, scoring, prompt_rows):
-    """Attention each position receives at layer k-1 (explicit softmax, mean over heads)."""
-    language_model = model.model.language_model
-    layer = language_model.layers[k - 1]
-    attention = layer.self_attn
-    normed = layer.input_layernorm(hidden)
-    n, head_dim = hidden.shape[1], attention.head_dim
-    q = attention.q_proj(normed).view(1, n, -1, head_dim).transpose(1, 2)
-    key = attention.k_proj(normed).view(1, n, -1, head_dim).transpose(1, 2)
-    cos, sin = language_model.rotary_emb(hidden, positions[:, None, :])
-    q, key = apply_rotary_pos_emb(q, key, cos, sin)
-    key = key.repeat_interleave(q.shape[1] // key.shape[1], dim=1)
-    logits = (q.float() @ key.float().transpose(-1, -2)) * attention.scaling
-    causal = torch.ones(n, n, dtype=torch.bool).tril()
-    probabilities = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1).mean(1)[0]
+    """Attention each position receives at layer k-1 (explicit softmax, mean over heads), in original order."""
+    causal = torch.ones(hidden.shape[1], hidden.shape[1], dtype=torch.bool).tril()
+    probabilities = attention_rows(model, hidden, k, positions[:, None, :], causal)
     return probabilities[prompt_rows[-1]] if scoring == "last" else probabilities[prompt_rows].mean(0)
 
 
