@@ -63,6 +63,27 @@ class Internals:
                 return inputs[name]
         return None
 
+    def classify_cache(self, inputs: dict[str, Any]) -> Any:
+        """The forward's KV cache; raises if a cache arrives in a form or under a name the engine does not know."""
+        from transformers import Cache
+
+        cache = self.cache_of(inputs)
+        if cache is not None and not isinstance(cache, Cache):
+            raise RuntimeError(
+                "FastV could not classify this forward as a prefill or a decode step: its cache is a "
+                f"{type(cache).__name__}, not a transformers Cache. Pass a DynamicCache (or none)."
+            )
+        stray = sorted(
+            name for name, value in inputs.items() if isinstance(value, Cache) and name not in self.cache_names
+        )
+        if stray:
+            raise RuntimeError(
+                f"FastV could not classify this forward as a prefill or a decode step: it received a cache as {stray}, "
+                f"a name fastvision does not know (transformers {self.version} passes "
+                f"{self.cache_argument!r}). Update fastvision or use a tested transformers."
+            )
+        return cache
+
     def output_cache(self, output: Any) -> Any:
         """The cache a forward returned: the output's field of the resolved name, or the Cache in a tuple output."""
         from transformers import Cache

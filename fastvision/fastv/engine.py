@@ -193,7 +193,7 @@ class FastVEngine:
     def _context_for(self, inputs: dict[str, Any]) -> ForwardContext:
         if self.model.training and getattr(self.language_model, "gradient_checkpointing", False):
             raise NotImplementedError("FastV pruning does not support gradient checkpointing; disable it or unpatch.")
-        cache = self._classify_cache(inputs)
+        cache = self.internals.classify_cache(inputs)
         reference = inputs.get("input_ids")
         if reference is None:
             reference = inputs.get("inputs_embeds")
@@ -229,29 +229,6 @@ class FastVEngine:
         context = self._prefill_context(prunable, inputs.get("attention_mask"))
         context.masks = masks
         return context
-
-    def _classify_cache(self, inputs: dict[str, Any]) -> Any:
-        """The forward's KV cache; raises if a cache arrives in a form or under a name the engine does not know."""
-        from transformers import Cache
-
-        cache = self.internals.cache_of(inputs)
-        if cache is not None and not isinstance(cache, Cache):
-            raise RuntimeError(
-                "FastV could not classify this forward as a prefill or a decode step: its cache is a "
-                f"{type(cache).__name__}, not a transformers Cache. Pass a DynamicCache (or none)."
-            )
-        stray = sorted(
-            name
-            for name, value in inputs.items()
-            if isinstance(value, Cache) and name not in self.internals.cache_names
-        )
-        if stray:
-            raise RuntimeError(
-                f"FastV could not classify this forward as a prefill or a decode step: it received a cache as {stray}, "
-                f"a name fastvision does not know (transformers {self.internals.version} passes "
-                f"{self.internals.cache_argument!r}). Update fastvision or use a tested transformers."
-            )
-        return cache
 
     def prunable_count(self, inputs: dict[str, Any]) -> int:
         """Tokens of the modalities this config prunes in a prefill's ``inputs``; its record is None exactly when 0."""
