@@ -88,7 +88,7 @@ class Internals:
         """The cache a forward returned: the output's field of the resolved name, or the Cache in a tuple output."""
         from transformers import Cache
 
-        if isinstance(output, tuple) and not hasattr(output, "keys"):
+        if isinstance(output, tuple):  # return_dict=False (a ModelOutput is a dict, not a tuple)
             return next((item for item in output if isinstance(item, Cache)), None)
         return getattr(output, self.cache_argument, None)
 
@@ -153,9 +153,8 @@ def _attention_registry(version: str) -> None:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     except ImportError as exc:
         raise _fail(version, "the attention-function registry", f"could not be imported ({exc})") from exc
-    for name in ("register",):
-        if not callable(getattr(AttentionInterface, name, None)):
-            raise _fail(version, "transformers.AttentionInterface", f"has no {name}()")
+    if not callable(getattr(AttentionInterface, "register", None)):
+        raise _fail(version, "transformers.AttentionInterface", "has no register()")
     if not callable(getattr(ALL_ATTENTION_FUNCTIONS, "get_interface", None)):
         raise _fail(version, "ALL_ATTENTION_FUNCTIONS", "has no get_interface()")
     if "sdpa" not in ALL_ATTENTION_FUNCTIONS:
