@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastvision.evals.bundled_tasks import task_for_dataset
 from fastvision.evals.results import SCHEMA, EvalResults
 
 
@@ -18,7 +19,7 @@ class CardRow:
     """One measured setting: the unpatched model, FastV at (k, ratio), or random pruning."""
 
     name: str
-    method: str  # "unpatched", "fastv", or a baseline: "random" or "stride"
+    method: str  # "unpatched", "fastv", or a baseline: "random", "stride" or "pool"
     config: dict[str, Any] | None
     accuracy: float
     relative_flops: float
@@ -115,8 +116,8 @@ def _fastvision_eval_command(results: EvalResults) -> str:
     command = ["fastvision", "eval"]
     if not is_bundled(results.model):
         command += ["--model", results.model]
-    if results.dataset.get("name", "easy-vqa") != "easy-vqa":
-        command += ["--dataset", results.dataset["name"]]
+    task = task_for_dataset(results.dataset.get("name", "easy-vqa"))
+    command += ["--task", task.name] if task is not None else ["--dataset", results.dataset["name"]]
     if results.dataset.get("split", "test") != "test":
         command += ["--split", results.dataset["split"]]
     command += ["--limit", str(results.dataset.get("questions", 0))]
@@ -127,8 +128,9 @@ def _fastvision_eval_command(results: EvalResults) -> str:
             command += ["--scoring", fastv[0]["scoring"]]
     if not any(s.method == "random" for s in results.settings):
         command.append("--no-random")
-    if any(s.method == "stride" for s in results.settings):
-        command.append("--stride")
+    for baseline in ("stride", "pool"):
+        if any(s.method == baseline for s in results.settings):
+            command.append(f"--{baseline}")
     if results.seed:
         command += ["--seed", str(results.seed)]
     return " ".join(command)
@@ -164,7 +166,7 @@ def _from_lm_eval(data: dict[str, Any], path: Path) -> CardSource:
     task = sorted(data["results"])[0]
     metric, value = _task_metric(data["results"][task])
     config = report["config"]
-    method = config["scoring"] if config.get("scoring") in ("random", "stride") else "fastv"
+    method = config["scoring"] if config.get("scoring") in ("random", "stride", "pool") else "fastv"
     name = f"{method} K={config['k']} R={config['ratio']:g}"
     row = CardRow(
         name=name,

@@ -21,7 +21,7 @@ class SettingResult:
     """One row of a sweep: the unpatched model, FastV at (k, ratio), or random pruning at the same ratio."""
 
     name: str
-    method: str  # "unpatched", "fastv", or a baseline: "random" or "stride"
+    method: str  # "unpatched", "fastv", or a baseline: "random", "stride" or "pool"
     config: dict[str, Any] | None  # FastVConfig.to_dict(), None for the unpatched model
     accuracy: float
     correct: int
@@ -32,6 +32,11 @@ class SettingResult:
     image_tokens: float  # mean per question
     kept_image_tokens: float  # mean per question, as seen by the last pruned layers
     tower: str | None = None  # the vision tower, in a tower comparison (fastvision eval-towers)
+    by_type: dict[str, list[int]] | None = None  # question type -> [correct, questions], where the task has types
+
+    def type_accuracy(self) -> dict[str, float]:
+        """Accuracy per question type (empty where the dataset has no types)."""
+        return {kind: correct / total for kind, (correct, total) in (self.by_type or {}).items() if total}
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """The accuracy-vs-FLOPs sweep behind ``fastvision eval``.
 
-For the unpatched model, FastV at every (k, ratio) and the baselines at the same ratios (random pruning, and
-keep-by-position with ``--stride``), it measures exact-match
-accuracy over the dataset, prefill FLOPs (FlopCounterMode, per question), median single-question prefill latency and
-the image tokens kept. The dataset is encoded once and shared by every setting.
+For the unpatched model, FastV at every (k, ratio) and the baselines at the same ratios and kept-token counts (random
+pruning; keep-by-position with ``--stride``; spatial pooling with ``--pool``), it measures exact-match accuracy over
+the dataset (overall and per question type, where the task has types), prefill FLOPs (FlopCounterMode, per
+question), median single-question prefill latency and the image tokens kept. The dataset is encoded once and shared
+by every setting.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ class Setting:
     config: fastvision.FastVConfig | None
 
 
+BASELINES = {  # method -> the scoring that runs it on the FastV engine
+    "random": "random",  # uniform noise ranks the image tokens
+    "stride": "stride",  # keep-by-position: evenly spaced tokens
+    "pool": "pool",  # average over 2-D grid bins: a merge, not a selection
+}
+
+
 def sweep_settings(
     ks: list[int],
     ratios: list[float],
@@ -37,42 +45,44 @@ def sweep_settings(
     random_baseline: bool = True,
     seed: int = 0,
     stride_baseline: bool = False,
+    pool_baseline: bool = False,
 ) -> list[Setting]:
     """The unpatched model, FastV for every (k, ratio), and the baselines (at the middle k) for each ratio > 0:
-    random pruning, and optionally keep-by-position (``scoring="stride"``), at the same kept-token counts."""
+    random pruning, and optionally keep-by-position (``scoring="stride"``) and spatial pooling (``scoring="pool"``),
+    at the same kept-token counts."""
     settings = [Setting("unpatched", "unpatched", None)]
     for k in ks:
         for ratio in ratios:
             config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=scoring)
             settings.append(Setting(f"fastv K={k} R={ratio:g}", "fastv", config))
-    if random_baseline:
-        k = 2 if 2 in ks else ks[len(ks) // 2]
+    chosen = {"random": random_baseline, "stride": stride_baseline, "pool": pool_baseline}
+    k = 2 if 2 in ks else ks[len(ks) // 2]
+    for method, wanted in chosen.items():
+        if not wanted:
+            continue
         for ratio in ratios:
             if ratio > 0:
-                config = fastvision.FastVConfig(k=k, ratio=ratio, scoring="random", seed=seed)
-                settings.append(Setting(f"random K={k} R={ratio:g}", "random", config))
-    if stride_baseline:
-        k = 2 if 2 in ks else ks[len(ks) // 2]
-        for ratio in ratios:
-            if ratio > 0:
-                config = fastvision.FastVConfig(k=k, ratio=ratio, scoring="stride")
-                settings.append(Setting(f"stride K={k} R={ratio:g}", "stride", config))
+                config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=BASELINES[method], seed=seed)
+                settings.append(Setting(f"{method} K={k} R={ratio:g}", method, config))
     return settings
 
 
-def encode_dataset(processor: Any, dataset: Any, batch_size: int) -> list[tuple[dict[str, torch.Tensor], list[str]]]:
-    """Model inputs and reference answers, batch by batch."""
+def encode_dataset(
+    processor: Any, dataset: Any, batch_size: int, types: list[str] | None = None
+) -> list[tuple[dict[str, torch.Tensor], list[str], list[str] | None]]:
+    """Model inputs, reference answers and question types (None without types), batch by batch."""
     encoded = []
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start : start + batch_size]
-        encoded.append((encode_batch(processor, rows["image"], rows["question"]), list(rows["answer"])))
+        kinds = None if types is None else types[start : start + batch_size]
+        encoded.append((encode_batch(processor, rows["image"], rows["question"]), list(rows["answer"]), kinds))
     return encoded
 
 
 def _single_questions(batches: list, count: int) -> list[dict[str, torch.Tensor]]:
     """The first ``count`` questions as batch-of-one inputs (unpadded), for FLOPs and latency."""
     singles = []
-    for inputs, _ in batches:
+    for inputs, *_ in batches:
         for row in range(inputs["input_ids"].shape[0]):
             valid = inputs["attention_mask"][row].bool()
             single = {"input_ids": inputs["input_ids"][row : row + 1, valid]}
@@ -98,10 +108,15 @@ def evaluate_setting(
     try:
         correct = questions = 0
         image_tokens = kept_tokens = 0
-        for inputs, answers in batches:
+        by_type: dict[str, list[int]] = {}
+        for inputs, answers, kinds in batches:
             predictions = predict_answers(model, processor, inputs)
-            correct += sum(p == normalize_answer(a) for p, a in zip(predictions, answers, strict=True))
+            hits = [p == normalize_answer(a) for p, a in zip(predictions, answers, strict=True)]
+            correct += sum(hits)
             questions += len(answers)
+            for kind, hit in zip(kinds or [], hits, strict=False):
+                tally = by_type.setdefault(kind, [0, 0])
+                tally[0], tally[1] = tally[0] + hit, tally[1] + 1
             count = int((inputs["input_ids"] == model.config.image_token_id).sum())
             image_tokens += count
             kept_tokens += _kept_image_tokens(model, setting, count)
@@ -124,6 +139,7 @@ def evaluate_setting(
         "latency_ms": 1000 * statistics.median(latencies),
         "image_tokens": image_tokens / questions,
         "kept_image_tokens": kept_tokens / questions,
+        "by_type": {kind: by_type[kind] for kind in sorted(by_type)} or None,
     }
 
 
@@ -151,9 +167,12 @@ def run_sweep(
     batch_size: int = 64,
     timing_questions: int = 8,
     progress: bool = True,
+    types: list[str] | None = None,
 ) -> list[SettingResult]:
-    """Evaluate every setting on ``dataset``; rows come back in ``settings`` order, FLOPs relative to unpatched."""
-    batches = encode_dataset(processor, dataset, batch_size)
+    """Evaluate every setting on ``dataset``; rows come back in ``settings`` order, FLOPs relative to unpatched.
+
+    ``types`` (one per question) adds per-question-type accuracy to every row."""
+    batches = encode_dataset(processor, dataset, batch_size, types)
     singles = _single_questions(batches, timing_questions)
     measured = []
     with _progress_bar(progress, len(settings) * len(dataset)) as advance:

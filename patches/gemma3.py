@@ -7,6 +7,10 @@ their original positions and patterns. Sequences longer than the sliding window 
 
 from __future__ import annotations
 
+import math
+
+from torch import nn
+
 from fastvision.fastv.adapter import VLMAdapter
 from fastvision.registry import register_adapter
 
@@ -15,6 +19,12 @@ class Gemma3Adapter(VLMAdapter):
     model_types = ("gemma3",)
     family = "Gemma3"
     text_backbones = ("gemma3_text",)
+
+    def image_grid(self, model: nn.Module) -> tuple[int, int] | None:
+        """The pooled SigLIP grid: ``mm_tokens_per_image`` tokens per image (or pan-and-scan crop), a square."""
+        tokens = int(model.config.mm_tokens_per_image)
+        side = math.isqrt(tokens)
+        return (side, side) if side * side == tokens else None
 
 
 register_adapter(Gemma3Adapter())

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from fastvision.fastv.adapter import VLMAdapter
 from fastvision.registry import register_adapter
 
@@ -14,6 +16,14 @@ class LlavaAdapter(VLMAdapter):
     model_types = ("llava",)
     family = "LLaVA"
     text_backbones = ("llama", "qwen2", "mistral")
+
+    def image_grid(self, model: nn.Module) -> tuple[int, int] | None:
+        """The CLIP patch grid (``image_size / patch_size`` a side); None when the CLS token is kept ("full")."""
+        if model.config.vision_feature_select_strategy != "default":
+            return None
+        vision = model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        return side, side
 
 
 register_adapter(LlavaAdapter())

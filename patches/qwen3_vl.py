@@ -21,6 +21,7 @@ class Qwen3VLAdapter(VLMAdapter):
     text_backbones = ("qwen3_vl_text",)
 
     def check_config(self, model: nn.Module, config: Any) -> None:
+        super().check_config(model, config)
         depth = len(model.config.vision_config.deepstack_visual_indexes)
         if config.k < depth:
             raise ValueError(

@@ -63,7 +63,8 @@ def test_training_recipe_smoke(tmp_path):
 
 def test_eval_smoke_sweep_writes_results_and_plot(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["eval", "--limit", "12", "--k", "1", "2", "--ratio", "0", "0.5", "--batch-size", "6", "--out", str(out)]
+    args = ["eval", "--task", "easyvqa", "--limit", "12", "--k", "1", "2", "--ratio", "0", "0.5", "--batch-size", "6"]
+    args += ["--out", str(out)]
     assert main([*args, "--stride", "--quiet"]) == 0
     results = EvalResults.from_json(out / "results.json")
     assert results.schema == SCHEMA and results.dataset == {"name": "easy-vqa", "split": "test", "questions": 12}
@@ -108,7 +109,7 @@ def test_results_round_trip_and_reject_foreign_files(tmp_path):
         (["--k", "0"], "k=0 is out of range"),
         (["--k", "4"], "allowed is 1 <= k < 4"),
         (["--model", "/nonexistent/model"], "Cannot load model"),
-        (["--split", "val"], "Unknown easy-VQA split"),
+        (["--task", "easyvqa", "--split", "val"], "Unknown easy-VQA split"),
         (["--limit", "-1"], "--limit must be >= 0"),
     ],
 )

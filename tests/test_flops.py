@@ -24,7 +24,8 @@ def _language_flops(model, inputs) -> int:
 @torch.no_grad()
 @pytest.mark.parametrize("backbone", ["llama", "qwen2"])
 @pytest.mark.parametrize(
-    ("k", "ratio", "scoring"), [(None, 0.0, "last"), (2, 0.5, "last"), (1, 0.75, "mean"), (2, 0.5, "stride")]
+    ("k", "ratio", "scoring"),
+    [(None, 0.0, "last"), (2, 0.5, "last"), (1, 0.75, "mean"), (2, 0.5, "stride"), (2, 0.75, "pool")],
 )
 def test_measured_flops_equal_analytic(backbone, k, ratio, scoring):
     model = tiny_llava(backbone)

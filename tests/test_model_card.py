@@ -34,7 +34,7 @@ def test_card_from_eval_results_loads_back_with_the_same_numbers(tmp_path: Path)
         assert values[(row.name, "relative_prefill_flops")] == row.relative_flops
     assert {r.dataset_type for r in results} == {"easy-vqa"}
     assert "![Accuracy against relative prefill FLOPs](pareto.png)" in card.text
-    assert "fastvision eval --limit" in card.text  # how to reproduce
+    assert "fastvision eval --task easyvqa --limit" in card.text  # how to reproduce
 
 
 def test_recommended_config_is_the_cheapest_within_a_point_of_the_baseline(tmp_path: Path) -> None:

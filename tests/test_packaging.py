@@ -29,6 +29,9 @@ def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
         "fastvision/evals/tasks/easyvqa/utils.py",
         "fastvision/bundled/easyvqa-llava/model.safetensors",
         "fastvision/bundled/easyvqa-llava/tokenizer.json",
+        "fastvision/bundled/digits-llava/model.safetensors",
+        "fastvision/bundled/digits-llava/processor_config.json",
+        "fastvision/evals/digits_data.py",
     ):
         assert expected in names
     source_packages = {

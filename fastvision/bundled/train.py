@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,25 +140,40 @@ class FitSettings:
     progress: bool = True
 
 
-def fit_llava(model: Any, processor: Any, train: Any, settings: FitSettings) -> dict[str, Any]:
-    """Train ``model`` (any LLaVA whose tower returns ``last_hidden_state``) on the easy-VQA rows ``train``.
+VisionStage = Callable[[Any, Any, torch.Tensor, dict[int, int], int, torch.Generator], tuple[int, float]]
 
-    Used by ``train_bundled`` and by the vision-tower comparison (``fastvision eval-towers``), so every tower is
-    trained by the same recipe. The caller seeds the global RNGs (before building the model, so the model's
-    initialisation is seeded too); ``settings.seed`` seeds the data order. Returns the run's statistics.
+
+def easyvqa_vision_stage(
+    model: Any, train: Any, pixels: torch.Tensor, image_index: dict[int, int], steps: int, generator: torch.Generator
+) -> tuple[int, float]:
+    """Stage 1 for easy-VQA: shape + colour classes read off the split's own answers; (images used, last loss)."""
+    labelled = _image_labels(train)
+    if not labelled:
+        return 0, float("nan")
+    label_rows = [image_index[image_id] for image_id in labelled]
+    labels = torch.tensor(list(labelled.values()))
+    return len(labelled), _pretrain_vision(model, pixels[label_rows], labels, steps, 64, generator)
+
+
+def fit_llava(
+    model: Any, processor: Any, train: Any, settings: FitSettings, vision_stage: VisionStage = easyvqa_vision_stage
+) -> dict[str, Any]:
+    """Train ``model`` (any LLaVA whose tower returns ``last_hidden_state``) on the VQA rows ``train``.
+
+    Used by ``train_bundled`` (easy-VQA), the digits recipe (``train_digits``, with its own ``vision_stage``) and the
+    vision-tower comparison (``fastvision eval-towers``), so every model is trained by the same stage 2. The caller
+    seeds the global RNGs (before building the model, so the model's initialisation is seeded too);
+    ``settings.seed`` seeds the data order. Returns the run's statistics.
     """
     tokenizer = processor.tokenizer
     model.train()
     pixels, prompts, answers, images, image_index = _encode_split(processor, train)
     generator = torch.Generator().manual_seed(settings.seed)
-    labelled = _image_labels(train)
-    label_rows = [image_index[image_id] for image_id in labelled]
-    vision_loss = float("nan")
-    if settings.vision_steps and labelled:
-        labels = torch.tensor(list(labelled.values()))
-        vision_loss = _pretrain_vision(model, pixels[label_rows], labels, settings.vision_steps, 64, generator)
+    vision_images, vision_loss = 0, float("nan")
+    if settings.vision_steps:
+        vision_images, vision_loss = vision_stage(model, train, pixels, image_index, settings.vision_steps, generator)
         if settings.progress:
-            print(f"stage 1 (vision tower, {len(labelled)} images): {settings.vision_steps} steps, "
+            print(f"stage 1 (vision tower, {vision_images} images): {settings.vision_steps} steps, "
                   f"loss {vision_loss:.4f}")  # fmt: skip
     # Stage 2 keeps the tower frozen: at this learning rate it otherwise forgets shapes before the LM learns to read
     # them (measured: shape answers stayed at chance, 30%, with the tower trainable).
@@ -196,7 +212,7 @@ def fit_llava(model: Any, processor: Any, train: Any, settings: FitSettings) -> 
     model.model.vision_tower.requires_grad_(True)
     model.eval()
     return {
-        "vision_images": len(labelled),
+        "vision_images": vision_images,
         "vision_final_loss": vision_loss,
         "train_questions": len(prompts),
         "final_loss_mean_last_50": sum(losses[-50:]) / len(losses[-50:]),
@@ -220,38 +236,59 @@ def train_bundled(
     from fastvision.evals.data import load_easyvqa
     from fastvision.evals.vqa import exact_match_accuracy
 
-    torch.set_num_threads(threads)
-    random.seed(seed)
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    tokenizer = build_tokenizer(_vocabulary())
-    processor = build_processor(tokenizer)
-    model = build_model(tokenizer, seed=seed)
+    started, processor, model = start_run(_vocabulary(), seed, threads)
     settings = FitSettings(seed, steps, vision_steps, batch_size, learning_rate, progress)
     stats = fit_llava(model, processor, load_easyvqa("train", limit=train_limit), settings)
     train_seconds = time.perf_counter() - started
     check = load_easyvqa("test", limit=check_questions)
     accuracy = exact_match_accuracy(model, processor, check)
+    return save_run(model, processor, out, "fastvision train-bundled", settings, stats, train_seconds, threads,
+                    {f"test_accuracy_first_{check_questions}": accuracy})  # fmt: skip
+
+
+def start_run(vocabulary: list[str], seed: int, threads: int) -> tuple[float, Any, Any]:
+    """Seed the global RNGs, then build the bundled architecture for ``vocabulary``: (start time, processor, model).
+
+    Seeding comes first so that the model's initialisation is seeded too.
+    """
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    tokenizer = build_tokenizer(vocabulary)
+    return started, build_processor(tokenizer), build_model(tokenizer, seed=seed)
+
+
+def save_run(
+    model: Any, processor: Any, out: Path, recipe: str, settings: FitSettings, stats: dict[str, Any],
+    train_seconds: float, threads: int, checks: dict[str, Any], extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Save a trained bundled model with its processor and write the run's record, ``out/training.json``.
+
+    The record names the seeded ``recipe`` command, its settings, the statistics ``fit_llava`` returned, the time on
+    ``threads`` CPU threads, ``extra`` recipe fields and the held-out ``checks``; the record is returned.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     record = {
-        "recipe": "fastvision train-bundled",
-        "seed": seed,
-        "steps": steps,
-        "vision_steps": vision_steps,
+        "recipe": recipe,
+        "seed": settings.seed,
+        "steps": settings.steps,
+        "vision_steps": settings.vision_steps,
         "vision_images": stats["vision_images"],
         "vision_final_loss": stats["vision_final_loss"],
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        **(extra or {}),
         "train_questions": stats["train_questions"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "final_loss_mean_last_50": stats["final_loss_mean_last_50"],
         "train_seconds": round(train_seconds, 1),
         "threads": threads,
         "torch": torch.__version__,
-        f"test_accuracy_first_{check_questions}": accuracy,
+        **checks,
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -11,6 +11,7 @@ from fastvision.cli import (
     eval_cmd,
     flops_cmd,
     fusion_cmd,
+    heatmap_cmd,
     prune_cmd,
     towers_cmd,
     train_cmd,
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastvision", description="Plug-in acceleration for Hugging Face VLMs.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     eval_cmd.add_parser(subparsers)
+    heatmap_cmd.add_parser(subparsers)
     flops_cmd.add_parser(subparsers)
     train_cmd.add_parser(subparsers)
     card_cmd.add_parser(subparsers)

@@ -86,6 +86,13 @@ class VLMAdapter:
             masks[kind] = (embeds == placeholder).all(-1)
         return masks
 
+    def image_grid(self, model: nn.Module) -> tuple[int, int] | None:
+        """The (height, width) token grid of every image, row-major, where the family has a fixed one; else None.
+
+        Only the spatial-pooling baseline (``scoring="pool"``) needs it, and is refused where it is None.
+        """
+        return None
+
     # -- checks --
     def check_model(self, model: nn.Module) -> None:
         """Raise ValueError if this instance has a structure the engine cannot handle."""
@@ -104,3 +111,9 @@ class VLMAdapter:
 
     def check_config(self, model: nn.Module, config: Any) -> None:
         """Raise ValueError if this family cannot run ``config`` (e.g. a layer constraint of its own)."""
+        if config.scoring == "pool" and self.image_grid(model) is None:
+            raise ValueError(
+                f"FastV scoring='pool' averages each image's tokens over its 2-D token grid, but {self.family} images "
+                "have no fixed grid fastvision can read (tiles, newline tokens or native resolutions); it runs on "
+                "LLaVA and Gemma 3. Use scoring 'last', 'mean', 'random' or 'stride'."
+            )

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-SCORINGS = ("last", "mean", "random", "stride")
+SCORINGS = ("last", "mean", "random", "stride", "pool")
 MODALITIES = ("all", "image", "video")
 
 
@@ -43,7 +43,9 @@ class FastVConfig:
     github.com/pkunlp-icler/FastV); ``scoring="mean"`` averages the rows of every non-padding query (the paper's
     wording, §4.1). Both rows are the softmax after RoPE and masks, averaged over heads. Two baselines show what the
     attention ranking buys: ``scoring="random"`` ranks by seeded uniform noise, and ``scoring="stride"`` keeps the
-    image tokens at evenly spaced positions whatever they show (keep-by-position).
+    image tokens at evenly spaced positions whatever they show (keep-by-position). A third, ``scoring="pool"``, is a
+    merge rather than a selection: the tokens entering layer ``k`` are averaged over bins of each image's 2-D grid,
+    one kept token per bin (spatial downsampling; :mod:`fastvision.fastv.pooling`).
 
     ``schedule`` drops tokens in several stages, PyramidDrop-style (Xing et al., arXiv 2410.17247, §3.2): at each
     ``(layer, ratio)`` the still-kept image tokens are re-ranked at ``layer - 1`` and ``ratio`` of them are dropped,
@@ -63,7 +65,7 @@ class FastVConfig:
         default="last",
         metadata={
             "help": "'last' (official code), 'mean' (paper text), or a baseline: 'random' (uniform noise) or "
-            "'stride' (keep by position, evenly spaced)."
+            "'stride' (keep by position, evenly spaced), 'pool' (average over 2-D grid bins: a merge)."
         },
     )
     modality: str = field(
@@ -111,6 +113,10 @@ class FastVConfig:
         _check_stage(self.k, self.ratio, "")
         if self.scoring not in SCORINGS:
             raise ValueError(f"FastV scoring={self.scoring!r} is unknown; allowed: {', '.join(SCORINGS)}.")
+        if self.scoring == "pool" and len(self.stages) > 1:
+            raise ValueError(
+                f"FastV scoring='pool' merges tokens once, so it takes a single stage; got schedule={self.schedule!r}."
+            )
         if self.modality not in MODALITIES:
             raise ValueError(f"FastV modality={self.modality!r} is unknown; allowed: {', '.join(MODALITIES)}.")
         object.__setattr__(self, "ratio", float(self.ratio))

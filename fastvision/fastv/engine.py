@@ -36,6 +36,7 @@ from fastvision.fastv.config import FastVConfig, dropped_count
 from fastvision.fastv.decode import DecodeState, check_cache_lengths, decode_mask
 from fastvision.fastv.gather import causal_mask, gather_square_mask, gather_tokens
 from fastvision.fastv.guards import guard_generate, refuse_labels
+from fastvision.fastv.pooling import merge_tokens, pool_groups
 from fastvision.fastv.record import KeptTokens, record_stages
 from fastvision.fastv.scoring import (
     ATTENTION_NAME,
@@ -62,6 +63,7 @@ class ForwardContext:
     continuation: bool = False  # the cache already held tokens: a decode step, not a prefill
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, L) placeholder positions per modality
     noise: torch.Generator | None = None  # scoring="random": seeded per forward, so a request is reproducible
+    pool_group: torch.Tensor | None = None  # scoring="pool": (B, L) position carrying each token's bin mean
     memo: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)
 
     def memoized(self, stage: int, original: Any, build: Callable[[Any], Any]) -> Any:
@@ -308,6 +310,8 @@ class FastVEngine:
             scores = torch.rand(prunable.shape, generator=context.noise).to(device)
         elif self.config.scoring == "stride":
             scores = stride_scores(prunable, drops)
+        elif self.config.scoring == "pool":  # one stage only (the config refuses schedules): original coordinates
+            scores, context.pool_group = pool_groups(prunable, drops, self.adapter.image_grid(self.model))
         else:
             scores = attention_received(query, key, mask, scaling, self.config.scoring, last_positions, query_valid)
         context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]
@@ -331,7 +335,13 @@ class FastVEngine:
         if selection.identity:
             return None
         if first and not selection.relative.identity:
-            args, kwargs = _map_hidden(args, kwargs, lambda hidden: gather_tokens(hidden, selection.relative.index))
+            group = context.pool_group
+
+            def reduce(hidden: torch.Tensor) -> torch.Tensor:
+                merged = hidden if group is None else merge_tokens(hidden, group)
+                return gather_tokens(merged, selection.relative.index)
+
+            args, kwargs = _map_hidden(args, kwargs, reduce)
         kwargs = dict(kwargs)
         mask = kwargs.get("attention_mask")
         if mask is not None or selection.has_slots:

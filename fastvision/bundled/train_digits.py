@@ -1,0 +1,106 @@
+"""``fastvision train-bundled --task digits``: the seeded recipe behind the bundled digits LLaVA (2 CPU cores).
+
+The same architecture as the bundled easy-VQA model (``build.py``: a CLIP tower on 48x48 images with 4x4 patches,
+144 image tokens, and a 4-layer LLaMA), trained from scratch on the digit scenes' train split (``evals/digits_data``;
+its scans are never in the test split), in the same two stages:
+
+1. the vision tower alone learns, per image token, which digit covers its patch or that it is background (a dense
+   11-way label read off the scene layout) and which of the 9 cells it lies in, through a temporary linear head.
+   The tokens of a digit must agree on its class, so the tower learns to read a digit across its 4 patches, while
+   background tokens carry no digit;
+2. the projector and the language model learn to answer (the tower frozen), with next-token cross-entropy on the
+   answer word and the end marker only: ``fit_llava``'s stage 2, shared with the easy-VQA recipe.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastvision.bundled import BUNDLED_DIGITS_MODEL
+from fastvision.bundled.train import FitSettings, _progress, fit_llava, save_run, start_run
+
+DIGITS_SETTINGS = FitSettings(steps=3000, vision_steps=1500, batch_size=48, learning_rate=2e-3)
+BACKGROUND_WEIGHT = 0.2  # 124+ of 144 tokens are background: weigh them down so digits dominate the loss
+
+
+def patch_vision_stage(scenes: list[Any], progress: bool = False) -> Any:
+    """Stage 1 over ``scenes`` (indexed by scene id): per token, its digit-or-background class and its cell.
+
+    The cell head (which of the 3x3 cells a token lies in, the same for every image) keeps the tokens' positions
+    readable after the tower, which the location and reading questions need.
+    """
+    from fastvision.evals.digits_data import BACKGROUND_CLASS, CELL, GRID, PATCH, patch_labels
+
+    def stage(
+        model: Any, train: Any, pixels: torch.Tensor, image_index: dict[int, int], steps: int, generator: Any
+    ) -> tuple[int, float]:
+        rows = list(image_index.values())
+        labels = torch.stack([torch.from_numpy(patch_labels(scenes[scene_id])) for scene_id in image_index])
+        grid = torch.arange(GRID) * PATCH // CELL
+        cells = (grid[:, None] * 3 + grid[None, :]).flatten()  # (144,) cell index of each token
+        tower = model.model.vision_tower
+        head = torch.nn.Linear(tower.config.hidden_size, BACKGROUND_CLASS + 1 + 9)
+        weight = torch.ones(BACKGROUND_CLASS + 1)
+        weight[BACKGROUND_CLASS] = BACKGROUND_WEIGHT
+        optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=1e-3, weight_decay=0.05)
+        images = pixels[rows]
+        loss = torch.tensor(float("nan"))
+        bar = _progress(progress, steps)
+        for step in range(steps):
+            chosen = torch.randint(0, len(images), (64,), generator=generator)
+            tokens = tower(pixel_values=images[chosen]).last_hidden_state[:, 1:]  # drop CLS, as the model does
+            logits = head(tokens)
+            digit = logits[..., : BACKGROUND_CLASS + 1].flatten(0, 1)
+            loss = torch.nn.functional.cross_entropy(digit, labels[chosen].flatten(), weight=weight)
+            where = logits[..., BACKGROUND_CLASS + 1 :].flatten(0, 1)
+            loss = loss + torch.nn.functional.cross_entropy(where, cells.repeat(len(chosen)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar(step, loss.item())
+        return len(rows), loss.item()
+
+    return stage
+
+
+def train_digits(
+    out: Path = BUNDLED_DIGITS_MODEL,
+    *,
+    seed: int = DIGITS_SETTINGS.seed,
+    steps: int = DIGITS_SETTINGS.steps,
+    vision_steps: int = DIGITS_SETTINGS.vision_steps,
+    batch_size: int = DIGITS_SETTINGS.batch_size,
+    learning_rate: float = DIGITS_SETTINGS.learning_rate,
+    train_scenes: int | None = None,
+    check_questions: int = 1000,
+    threads: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, save to ``out`` and return the run's record (also written to ``out/training.json``)."""
+    from fastvision.evals.digits_data import DEFAULT_SCENES, digits_vocabulary, load_digits_vqa, make_scenes
+    from fastvision.evals.vqa import exact_match_accuracy
+
+    started, processor, model = start_run(digits_vocabulary(), seed, threads)
+    scene_count = train_scenes or DEFAULT_SCENES["train"]
+    settings = FitSettings(seed, steps, vision_steps, batch_size, learning_rate, progress)
+    train = load_digits_vqa("train", scenes=scene_count)
+    vision_stage = patch_vision_stage(make_scenes("train", scene_count), progress)
+    stats = fit_llava(model, processor, train, settings, vision_stage)
+    train_seconds = time.perf_counter() - started
+    accuracy = exact_match_accuracy(model, processor, load_digits_vqa("test", limit=check_questions))
+    return save_run(
+        model,
+        processor,
+        out,
+        "fastvision train-bundled --task digits",
+        settings,
+        stats,
+        train_seconds,
+        threads,
+        {f"test_accuracy_first_{check_questions}": accuracy},
+        {"train_scenes": scene_count},
+    )

@@ -1,0 +1,191 @@
+"""The digits task: its data, its bundled model's accuracy and pruning gap, ``eval --task`` and ``heatmaps``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from fastvision.evals.digits_data import (
+    BACKGROUND_CLASS,
+    CELL,
+    COLUMNS,
+    DIGIT,
+    QUESTION_TYPES,
+    ROWS,
+    load_digits_vqa,
+    make_scenes,
+    patch_labels,
+    render,
+    source_indices,
+)
+from fastvision.evals.results import EvalResults
+
+import fastvision
+from fastvision.bundled import BUNDLED_DIGITS_MODEL, BUNDLED_MODEL
+from fastvision.cli.main import main
+
+SUBSET = 200  # the fixed test subset the accuracy tests hold
+
+
+def test_split_is_by_source_scan():
+    train, test = source_indices("train"), source_indices("test")
+    assert len(train) + len(test) == 1797 and not set(train) & set(test)
+    assert {digit.source for scene in make_scenes("test", 300) for digit in scene.digits} <= set(test.tolist())
+    assert {digit.source for scene in make_scenes("train", 300) for digit in scene.digits} <= set(train.tolist())
+    with pytest.raises(ValueError, match="Unknown digits split 'val'"):
+        source_indices("val")
+
+
+def test_scenes_are_sparse_deterministic_and_match_their_answers():
+    scenes = make_scenes("test", 50)
+    assert scenes == make_scenes("test", 50) and scenes[:10] == make_scenes("test", 10)
+    data = load_digits_vqa("test", limit=200)
+    assert len(data) == 200 and data["question_type"][:4] == list(QUESTION_TYPES)
+    for scene in scenes:
+        labels = [digit.label for digit in scene.digits]
+        assert 2 <= len(labels) <= 5 and len(set(labels)) == len(labels)
+        assert len({(digit.row, digit.column) for digit in scene.digits}) == len(labels)
+        layout = patch_labels(scene)
+        assert (layout != BACKGROUND_CLASS).sum() == 4 * len(labels)  # 4 of 144 tokens per digit
+        image = np.asarray(render(scene).convert("L"))
+        for digit in scene.digits:
+            assert 0 <= digit.dy <= CELL - DIGIT and 0 <= digit.dx <= CELL - DIGIT
+            assert image[digit.top : digit.top + DIGIT, digit.left : digit.left + DIGIT].min() < 120  # ink is there
+    for row in data.select(range(40)):
+        scene = scenes[row["image_id"]]
+        where = {(ROWS[d.row], COLUMNS[d.column]): str(d.label) for d in scene.digits}
+        words = row["question"].split()
+        if row["question_type"] == "reading":
+            assert where[(words[-3], words[-2])] == row["answer"]
+        elif row["question_type"] == "location":
+            digit = next(d for d in scene.digits if str(d.label) == words[4])
+            assert row["answer"] == (ROWS[digit.row] if words[1] == "row" else COLUMNS[digit.column])
+        elif row["question_type"] == "counting":
+            assert row["answer"] == str(len(scene.digits))
+        else:
+            assert row["answer"] == ("yes" if words[3] in where.values() else "no")
+
+
+def test_loader_refuses_bad_limits():
+    with pytest.raises(ValueError, match="limit must be a positive"):
+        load_digits_vqa("test", limit=0)
+    with pytest.raises(ValueError, match="count must be a positive number of scenes"):
+        make_scenes("test", 0)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(BUNDLED_DIGITS_MODEL).eval()
+    return model, AutoProcessor.from_pretrained(BUNDLED_DIGITS_MODEL)
+
+
+@torch.no_grad()
+def test_bundled_digits_model_holds_its_measured_accuracy(bundled):
+    """The shipped checkpoint's accuracy on the fixed subset, as measured (0.610 unpatched, counting 1.0).
+
+    The task's targets (>= 0.85 unpatched, random pruning at K=2, R=0.9 at least 0.15 lower) are not met by this
+    checkpoint yet (README, "The digits task"); this holds what it does so that a regression shows.
+    """
+    from fastvision.evals.vqa import exact_match_accuracy
+
+    model, processor = bundled
+    subset = load_digits_vqa("test", limit=SUBSET)
+    assert exact_match_accuracy(model, processor, subset) >= 0.59
+    counting = subset.filter(lambda row: row["question_type"] == "counting")
+    assert exact_match_accuracy(model, processor, counting) == 1.0
+    with fastvision.patched(model, k=1, ratio=0.9):  # FastV at K=1 loses the count: it keeps the wrong tokens
+        assert exact_match_accuracy(model, processor, counting) <= 0.5
+
+
+def test_bundled_digits_checkpoint_is_small_and_records_its_recipe():
+    size = sum(path.stat().st_size for path in BUNDLED_DIGITS_MODEL.iterdir())
+    assert size <= 25 * 2**20
+    record = json.loads((BUNDLED_DIGITS_MODEL / "training.json").read_text())
+    assert record["recipe"] == "fastvision train-bundled --task digits" and record["threads"] == 2
+
+
+def test_digits_recipe_smoke(tmp_path):
+    from fastvision.evals.vqa import exact_match_accuracy
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from fastvision.bundled.train_digits import train_digits
+
+    record = train_digits(tmp_path, steps=3, vision_steps=3, batch_size=8, train_scenes=16, check_questions=8,
+                          progress=False)  # fmt: skip
+    assert record["train_scenes"] == 16 and record["train_questions"] == 64 and record["vision_images"] == 16
+    assert torch.isfinite(torch.tensor(record["vision_final_loss"]))
+    saved = LlavaForConditionalGeneration.from_pretrained(tmp_path)
+    processor = AutoProcessor.from_pretrained(tmp_path)
+    assert record["test_accuracy_first_8"] == exact_match_accuracy(saved, processor, load_digits_vqa("test", limit=8))
+
+
+def test_eval_task_digits_reports_every_method_by_question_type(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["eval", "--task", "digits", "--limit", "8", "--k", "2", "--ratio", "0", "0.75", "--stride", "--pool"]
+    assert main([*args, "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
+    results = EvalResults.from_json(out / "results.json")
+    assert results.dataset == {"name": "digits", "split": "test", "questions": 8}
+    names = [row.name for row in results.settings]
+    assert names == ["unpatched", "fastv K=2 R=0", "fastv K=2 R=0.75", "random K=2 R=0.75", "stride K=2 R=0.75",
+                     "pool K=2 R=0.75"]  # fmt: skip
+    for row in results.settings:
+        assert sorted(row.by_type) == sorted(QUESTION_TYPES)
+        assert sum(total for _, total in row.by_type.values()) == 8
+        assert sum(correct for correct, _ in row.by_type.values()) == row.correct
+    assert {row.kept_image_tokens for row in results.settings[2:]} == {36.0}
+    assert (out / "by_type.png").read_bytes()[:4] == b"\x89PNG"
+    assert "accuracy by question type" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "digits", "--split", "val"], "Unknown digits split 'val'"),
+        (["--task", "digits", "--model", str(BUNDLED_MODEL)], "cannot answer this task"),
+        (["--task", "digits", "--dataset", "x"], "Pass --task or --dataset, not both"),
+    ],
+)
+def test_eval_task_bad_input_fails_before_work(args, message, tmp_path, capsys):
+    assert main(["eval", *args, "--limit", "8", "--out", str(tmp_path), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_eval_unknown_task_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--task", "chartqa"])
+    assert "invalid choice: 'chartqa'" in capsys.readouterr().err
+
+
+def test_eval_task_without_its_model_says_how_to_train_it(tmp_path, capsys, monkeypatch):
+    from dataclasses import replace
+
+    from fastvision.evals import bundled_tasks
+
+    monkeypatch.setitem(bundled_tasks.TASKS, "digits", replace(bundled_tasks.TASKS["digits"], model=tmp_path / "no"))
+    assert main(["eval", "--task", "digits", "--limit", "4", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "run `fastvision train-bundled --task digits`" in capsys.readouterr().err
+
+
+def test_heatmaps_draw_every_method_and_measure_digit_coverage(tmp_path, capsys):
+    out = tmp_path / "maps"
+    assert main(["heatmaps", "--images", "2", "--coverage", "8", "--ratio", "0.75", "--out", str(out)]) == 0
+    assert (out / "heatmaps.png").read_bytes()[:4] == b"\x89PNG"
+    coverage = json.loads((out / "coverage.json").read_text())["coverage"]
+    assert set(coverage) == {"fastv", "random", "stride", "pool", "chance"}
+    for method in ("fastv", "random", "stride", "pool"):
+        assert 0.0 <= coverage[method]["precision"] <= 1.0 and 0.0 <= coverage[method]["recall"] <= 1.0
+    assert "of kept tokens on a digit" in capsys.readouterr().out
+    assert main(["heatmaps", "--methods", "fastv,best", "--out", str(out)]) == 2
+    assert "unknown ['best']" in capsys.readouterr().err
+
+
+def test_heatmap_rows_are_distinct_images_with_varied_questions():
+    from fastvision.evals.heatmaps import spread_rows
+
+    rows = spread_rows(load_digits_vqa("test", limit=32), 4)
+    assert len(set(rows["image_id"])) == 4 and rows["question_type"] == list(QUESTION_TYPES)
