@@ -31,13 +31,6 @@ class Setting:
     config: fastvision.FastVConfig | None
 
 
-BASELINES = {  # method -> the scoring that runs it on the FastV engine
-    "random": "random",  # uniform noise ranks the image tokens
-    "stride": "stride",  # keep-by-position: evenly spaced tokens
-    "pool": "pool",  # average over 2-D grid bins: a merge, not a selection
-}
-
-
 def sweep_settings(
     ks: list[int],
     ratios: list[float],
@@ -55,6 +48,7 @@ def sweep_settings(
         for ratio in ratios:
             config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=scoring)
             settings.append(Setting(f"fastv K={k} R={ratio:g}", "fastv", config))
+    # Each baseline is the FastV scoring of its name: random noise, evenly spaced positions, 2-D grid-bin averages.
     chosen = {"random": random_baseline, "stride": stride_baseline, "pool": pool_baseline}
     k = 2 if 2 in ks else ks[len(ks) // 2]
     for method, wanted in chosen.items():
@@ -62,7 +56,7 @@ def sweep_settings(
             continue
         for ratio in ratios:
             if ratio > 0:
-                config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=BASELINES[method], seed=seed)
+                config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=method, seed=seed)
                 settings.append(Setting(f"{method} K={k} R={ratio:g}", method, config))
     return settings
 
