@@ -13,6 +13,8 @@ from typing import Any
 from fastvision.evals.bundled_tasks import task_for_dataset
 from fastvision.evals.results import SCHEMA, EvalResults
 
+RECOMMEND_TOLERANCE = 0.01  # the accuracy a recommended setting may lose against the unpatched model
+
 
 @dataclass(frozen=True)
 class CardRow:
@@ -45,17 +47,18 @@ class CardSource:
     def baseline(self) -> CardRow | None:
         return next((row for row in self.rows if row.method == "unpatched"), None)
 
-    def recommended(self, tolerance: float = 0.01) -> CardRow:
-        """The FastV row with the fewest FLOPs whose accuracy is within ``tolerance`` of the unpatched model's
-        (without a baseline row, the most accurate FastV row)."""
+    def recommended(self, tolerance: float = RECOMMEND_TOLERANCE) -> CardRow | None:
+        """The FastV row with the fewest FLOPs whose accuracy is within ``tolerance`` of the unpatched model's, or
+        ``None`` when no FastV row is that close (the card then recommends nothing). Without an unpatched row, the
+        most accurate FastV row."""
         fastv = [row for row in self.rows if row.method == "fastv" and row.config and row.config.get("ratio", 0) > 0]
         if not fastv:
             raise ValueError("These results have no FastV row with a ratio above 0 to recommend.")
         base = self.baseline()
         if base is None:
             return max(fastv, key=lambda row: (row.accuracy, -row.relative_flops))
-        good = [row for row in fastv if row.accuracy >= base.accuracy - tolerance] or fastv
-        return min(good, key=lambda row: (row.relative_flops, -row.accuracy))
+        good = [row for row in fastv if row.accuracy >= base.accuracy - tolerance]
+        return min(good, key=lambda row: (row.relative_flops, -row.accuracy)) if good else None
 
 
 def load_card_source(path: str | Path) -> CardSource:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastvision.evals.card_sources import CardRow, CardSource, is_bundled
+from fastvision.evals.card_sources import RECOMMEND_TOLERANCE, CardRow, CardSource, is_bundled
 
 TASK_TYPE = "visual-question-answering"
 TAGS = ["fastvision", "fastv", "visual-token-pruning", "vision-language", "image-text-to-text"]
@@ -49,27 +49,47 @@ def _table(source: CardSource) -> str:
     return "\n".join(lines)
 
 
-def _body(source: CardSource, model_name: str, recommended: CardRow, plot: str | None, reference: str) -> str:
-    """The card's Markdown; ``reference`` is what the usage snippet loads (the base model's Hub id if given)."""
+SCORING_WORDS = {
+    "last": "received the least attention from the last prompt token",
+    "mean": "received the least attention averaged over every prompt token",
+}  # FastV's two rankings (``FastVConfig.scoring``); the baselines are never recommended
+
+
+def _usage(recommended: CardRow | None, source: CardSource, load: str) -> tuple[str, str, str]:
+    """The card's usage snippet, the sentence on why it is the setting shown, and the pruning rule it applies."""
+    if recommended is None:
+        why = (f"No measured FastV setting keeps the {source.metric} within {RECOMMEND_TOLERANCE} of the unpatched "
+               "model's, so this card recommends none: pick a row of the table below knowing its cost.")  # fmt: skip
+        snippet = f"{load}\nfastvision.patch(model, k=..., ratio=...)  # no setting recommended"
+        return snippet, why, SCORING_WORDS["last"]
     config = recommended.config or {}
-    k, ratio = config.get("k"), config.get("ratio")
+    scoring = config.get("scoring", "last")
+    extra = "" if scoring == "last" else f', scoring="{scoring}"'
+    snippet = f"{load}\nfastvision.patch(model, k={config.get('k')}, ratio={config.get('ratio')}{extra})"
+    why = f"`{recommended.name}` is the setting measured below."
+    if source.baseline() is not None:
+        why = (f"`{recommended.name}` is the measured setting with the fewest prefill FLOPs whose {source.metric} is "
+               f"within {RECOMMEND_TOLERANCE} of the unpatched model's.")  # fmt: skip
+    return snippet, why, SCORING_WORDS.get(scoring, SCORING_WORDS["last"])
+
+
+def _body(source: CardSource, model_name: str, recommended: CardRow | None, plot: str | None, reference: str) -> str:
+    """The card's Markdown; ``reference`` is what the usage snippet loads (the base model's Hub id if given)."""
     environment = ", ".join(f"{key} {value}" for key, value in source.environment.items() if value is not None)
     load = f'model = AutoModelForImageTextToText.from_pretrained("{reference}")'
     if reference == source.model and is_bundled(source.model):
         load = "from fastvision.bundled import BUNDLED_MODEL\n\n" + load.replace(f'"{reference}"', "BUNDLED_MODEL")
     subject = "The bundled easy-VQA LLaVA" if is_bundled(reference) else f"`{reference}`"
     measured = "the bundled easy-VQA LLaVA" if is_bundled(source.model) else f"`{source.model}`"
-    why = f"`{recommended.name}` is the setting measured below."
-    if source.baseline() is not None:
-        why = (f"`{recommended.name}` is the measured setting with the fewest prefill FLOPs whose {source.metric} is "
-               "within 0.01 of the unpatched model's.")  # fmt: skip
+    snippet, why, rule = _usage(recommended, source, load)
     plot_section = f"\n![Accuracy against relative prefill FLOPs]({plot})\n" if plot else ""
     return f"""
 # {model_name}
 
 {subject} with the `fastvision` package's FastV visual-token pruning (Chen et al., "An Image is
-Worth 1/2 Tokens After Layer 2", ECCV 2024): after decoder layer K, the fraction R of image tokens that received the
-least attention from the last prompt token is dropped. The weights are unchanged; the pruning is applied at load time.
+Worth 1/2 Tokens After Layer 2", ECCV 2024): after decoder layer K, the fraction R of image tokens
+that {rule} is dropped.
+The weights are unchanged; the pruning is applied at load time.
 
 ## Use
 
@@ -77,8 +97,7 @@ least attention from the last prompt token is dropped. The weights are unchanged
 import fastvision
 from transformers import AutoModelForImageTextToText
 
-{load}
-fastvision.patch(model, k={k}, ratio={ratio})
+{snippet}
 ```
 
 {why}
@@ -107,7 +126,8 @@ def build_card(source: CardSource, *, base_model: str | None = None, name: str |
     from huggingface_hub import ModelCard, ModelCardData
 
     recommended = source.recommended()
-    model_name = name or f"{Path(base_model or source.model).name} + FastV ({recommended.name})"
+    chosen = recommended.name if recommended else "no setting recommended"
+    model_name = name or f"{Path(base_model or source.model).name} + FastV ({chosen})"
     data = ModelCardData(
         base_model=base_model,
         library_name="transformers",
@@ -115,7 +135,7 @@ def build_card(source: CardSource, *, base_model: str | None = None, name: str |
         tags=TAGS,
         model_name=model_name,
         eval_results=_eval_results(source),
-        fastvision={"recommended": recommended.config, "source": source.kind},
+        fastvision={"recommended": recommended.config if recommended else None, "source": source.kind},
     )
     body = _body(source, model_name, recommended, plot, base_model or source.model)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")

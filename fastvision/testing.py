@@ -1,7 +1,7 @@
 """Randomly initialised VLMs built from configs of the real transformers classes, for tests and benchmarks.
 
 No weights are downloaded: tests and benchmarks run offline on these. ``tiny_llava`` gives a model small enough for
-unit tests; ``llava_shaped`` gives the mid-size LLaVA shape used by the prefill benchmark (DESIGN.md §3).
+unit tests; ``llava_shaped`` gives the mid-size LLaVA shape used by the prefill benchmark.
 """
 
 from __future__ import annotations

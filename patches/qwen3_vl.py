@@ -2,7 +2,7 @@
 
 Qwen3-VL injects "deepstack" visual features into the hidden states of its first ``len(deepstack_visual_indexes)``
 decoder layers at the visual positions, with full-length masks. Pruning before those layers would drop positions the
-injection still writes to, so ``k`` (every stage's layer) must be at least the deepstack depth (DESIGN.md §3).
+injection still writes to, so ``k`` (every stage's layer) must be at least the deepstack depth.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The bundled backbones: the registry, the timm-style contract for every registered model, params/MACs against the
-papers (REFERENCE.md), exact re-parameterisation, and the swap into a LLaVA model."""
+papers, exact re-parameterisation, and the swap into a LLaVA model."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_params_and_macs_match_the_paper(name: str) -> None:
 
 
 def test_vheat_training_mode_counts_match_the_reference() -> None:
-    row = profile_backbone("vheat_tiny")  # REFERENCE.md: training mode 30.85M / 4.94G
+    row = profile_backbone("vheat_tiny")  # arXiv 2405.16555, training mode 30.85M / 4.94G
     assert abs(row["params"] / 30.85e6 - 1) < 0.01 and abs(row["training_form_macs"] / 4.94e9 - 1) < 0.01
 
 
@@ -275,4 +275,4 @@ def test_parameternet_parameters_for_other_expert_counts(experts: int, params_m:
 
     with torch.device("meta"):
         model = ParameterNet(width=1.9, experts=experts)
-    assert abs(sum(p.numel() for p in model.parameters()) / (params_m * 1e6) - 1) < 0.01  # REFERENCE.md
+    assert abs(sum(p.numel() for p in model.parameters()) / (params_m * 1e6) - 1) < 0.01  # the paper's count

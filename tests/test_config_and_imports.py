@@ -64,3 +64,8 @@ def test_patch_accepts_a_config_object():
     assert fastvision.patch(model, config) is model
     assert fastvision.patch_config(model) is config
     assert fastvision.unpatch(model) is model and not fastvision.is_patched(model)
+
+
+def test_python_dash_m_runs_the_command_line():
+    out = subprocess.run([sys.executable, "-m", "fastvision", "--help"], capture_output=True, text=True, check=True)
+    assert "usage: fastvision" in out.stdout and "eval" in out.stdout

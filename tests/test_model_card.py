@@ -97,3 +97,33 @@ def test_push_offline_fails_clearly_and_keeps_the_card(
     error = capsys.readouterr().err
     assert "someone/easyvqa-fastv" in error and str(out / "README.md") in error
     assert ModelCard.load(out / "README.md").data.pipeline_tag == "image-text-to-text"
+
+
+def test_card_recommends_nothing_when_no_setting_is_close_enough(tmp_path: Path) -> None:
+    """Every FastV row of the committed run pushed 0.02 below the unpatched accuracy: no row may be recommended."""
+    data = json.loads(RESULTS.read_text())
+    base = next(row for row in data["settings"] if row["method"] == "unpatched")["accuracy"]
+    for row in data["settings"]:
+        if row["method"] == "fastv" and row["config"]["ratio"] > 0:
+            row["accuracy"] = base - 0.02
+            row["config"]["scoring"] = "mean"
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data))
+    source = load_card_source(path)
+    assert source.recommended() is None
+    card = ModelCard.load(write_card(source, tmp_path / "card"))
+    assert card.data.fastvision["recommended"] is None
+    assert "recommends none" in card.text and "within 0.01 of the unpatched model's." not in card.text
+    assert "no setting recommended" in card.data.model_name
+
+
+def test_card_names_the_scoring_it_recommends(tmp_path: Path) -> None:
+    data = json.loads(RESULTS.read_text())
+    for row in data["settings"]:
+        if row["method"] == "fastv":
+            row["config"]["scoring"] = "mean"
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data))
+    card = ModelCard.load(write_card(load_card_source(path), tmp_path / "card"))
+    assert "averaged over every prompt token" in card.text and "last prompt token" not in card.text
+    assert 'scoring="mean")' in card.text

@@ -1,4 +1,4 @@
-"""The wheel maps the top-level folders into the one ``fastvision`` namespace (DESIGN.md §1)."""
+"""The wheel maps the top-level folders into the one ``fastvision`` namespace."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """U-ViT and intermediate-fusion attention: exactness, the text's path through the blocks, FLOPs against the
-published table (REFERENCE.md) and the refusals."""
+published table (arXiv 2209.12152) and the refusals."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def model_and_inputs() -> tuple[UViT, tuple[torch.Tensor, ...]]:
 
 
 def test_preset_has_the_published_parameter_count() -> None:
-    assert uvit_cost(uvit_preset("uvit-s2-coco"))["parameters"] == 44_692_644  # 44.69M, REFERENCE.md
+    assert uvit_cost(uvit_preset("uvit-s2-coco"))["parameters"] == 44_692_644  # 44.69M, arXiv 2209.12152
 
 
 @pytest.mark.parametrize(

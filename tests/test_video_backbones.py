@@ -1,4 +1,4 @@
-"""TRecViT (video) and VSViG (skeleton): registry, exact streaming, counts against REFERENCE.md, smoke training, the
+"""TRecViT (video) and VSViG (skeleton): registry, exact streaming, counts against the papers, smoke training, the
 seizure decision rule, the data generators and both experiments' smoke runs (issue #9)."""
 
 from __future__ import annotations

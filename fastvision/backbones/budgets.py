@@ -1,4 +1,4 @@
-"""The published budgets each bundled backbone is checked against (REFERENCE.md; MACs at the paper's input size).
+"""The published budgets each bundled backbone is checked against (each paper's table; MACs at the paper's input size).
 
 ``params_tolerance`` and ``macs_tolerance`` are 1%, or 2% where the paper prints the number rounded to two
 significant digits. ``upper_bound`` marks a bound rather than a figure (TurboViT's budget is derived, not published).
@@ -47,7 +47,7 @@ PAPER_BUDGETS: dict[str, PaperBudget] = {
     "vheat_tiny": PaperBudget(29.6, 4.59, 82.2, "arXiv 2405.16555 Table 1 (inference mode)"),
     "vheat_small": PaperBudget(50.1, 8.48, 83.6, "arXiv 2405.16555 Table 1 (inference mode)"),
     "vheat_base": PaperBudget(87.5, 14.9, 83.9, "arXiv 2405.16555 Table 1 (inference mode)"),
-    "turbovit": PaperBudget(12.7, 2.2, 82.1, "REFERENCE.md derived bound (arXiv 2308.11421)", upper_bound=True),
+    "turbovit": PaperBudget(12.7, 2.2, 82.1, "bound derived from arXiv 2308.11421", upper_bound=True),
     "vsvig_base": PaperBudget(5.48, 0.85, None, "arXiv 2311.14775", macs_tolerance=0.02, count_note=_VSVIG_NOTE),
     "vsvig_light": PaperBudget(
         1.43,
@@ -57,5 +57,5 @@ PAPER_BUDGETS: dict[str, PaperBudget] = {
         macs_tolerance=0.02,
         count_note=_VSVIG_NOTE,
     ),
-    "trecvit_b": PaperBudget(137.0, None, None, "REFERENCE.md's estimate (arXiv 2412.14294)", params_tolerance=0.02),
+    "trecvit_b": PaperBudget(137.0, None, None, "estimate, arXiv 2412.14294", params_tolerance=0.02),
 }

@@ -6,7 +6,7 @@ A GhostNet (arXiv 1911.11907) whose convolutions are dynamic: each holds M exper
 globally pooled input followed by a sigmoid mixes them per sample (paper Eq. 4-5), so the parameters grow about M
 times while the MACs barely move. Dynamic: the stem, both convolutions of every Ghost module, the shortcut
 convolutions and the final 1x1 ConvBnAct. Static: the stride-2 depthwise convolution, squeeze-excite, ``conv_head``
-and the classifier (REFERENCE.md).
+and the classifier (Han et al., arXiv 2306.14525).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The backbone registry: ``@register_backbone`` factories, ``create_backbone`` and ``list_backbones``.
 
-Follows timm's registry (huggingface/pytorch-image-models, ``timm/models/_registry.py``) with two differences taken
-from DESIGN.md: a name registered twice is an error, not a warning, and the architecture files are imported on first
+Follows timm's registry (huggingface/pytorch-image-models, ``timm/models/_registry.py``) with two differences: a
+name registered twice is an error, not a warning, and the architecture files are imported on first
 use, so ``import fastvision`` stays cheap.
 """
 

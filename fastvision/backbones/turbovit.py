@@ -4,8 +4,8 @@ TurboViT (Wong et al., "TurboViT: Generating Fast Vision Transformers via Genera
 arXiv 2308.11421) publishes neither code nor an architecture table. The paper describes a hierarchical ViT found by
 generative architecture search around the design of Hiera (Ryali et al., arXiv 2306.00989): local attention inside
 "mask units" in the early, high-resolution stages, global attention later, and query pooling between stages. The
-budget we build to is REFERENCE.md's derived bound: at most about 12.7M parameters and 2.2G MACs at 224² (≈82.1% top-1
-reported).
+budget we build to is a bound derived from the paper's reported numbers: at most about 12.7M parameters and 2.2G
+MACs at 224² (≈82.1% top-1 reported).
 
 Our specification, and how it was derived:
 

@@ -6,7 +6,7 @@ equation in closed form: DCT2 of the input (cosine-basis matmuls along H and W),
 exp(-(ω_n² + ω_m²))^k, and the inverse DCT. The thermal diffusivity k = ReLU(Linear(FVE)) is predicted from a
 learned frequency-value embedding (FVE, one per stage). It does not depend on the input, so the inference mode
 (:meth:`HeatStage.reparameterize`) precomputes each block's decay map and drops the FVEs and the k-predictors: same
-outputs, fewer parameters and MACs (REFERENCE.md: vHeat-T 29.6M / 4.59G counted in inference mode).
+outputs, fewer parameters and MACs (arXiv 2405.16555 Table 1: vHeat-T 29.6M / 4.59G counted in inference mode).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ coordinates (B, 30, 15, 3). The points form 5 body parts of 3 points each.
   probability. The decision rule that turns a stream of probabilities into alarms is separate
   (``fastvision.backbones.seizure_rule``).
 
-Base: widths (24, 48, 96, 192); Light: (12, 24, 48, 96); depths (2, 2, 6, 2). REFERENCE.md: 5.48M / 0.85G and
+Base: widths (24, 48, 96, 192); Light: (12, 24, 48, 96); depths (2, 2, 6, 2). arXiv 2311.14775: 5.48M / 0.85G and
 1.43M / 0.22G MACs. Where the official file differs from the paper's description we follow the paper, because the
 code as published does not compute what it describes: its max-relative ops alias ``x_j`` and ``x_i`` (so the
 relative features are all zero), the intra-part window is off by one and never advances past the first part

@@ -70,7 +70,7 @@ class ForwardContext:
         """Build the pruned version of ``original`` once per forward, stage and original object.
 
         Memoizing per object (not once per forward) matters for families that pass different RoPE tables or masks to
-        different layer types (DESIGN.md §3).
+        different layer types (Gemma 3's sliding and global layers, for example).
         """
         key = (stage, id(original))
         entry = self.memo.get(key)

@@ -2,7 +2,7 @@
 
 FlopCounterMode sees the real shapes of every matmul, so it counts the shorter sequences after pruning without any
 model-specific code. On CPU it counts 0 FLOPs for SDPA, because CPU SDPA dispatches to
-``aten._scaled_dot_product_flash_attention_for_cpu``, which torch does not register (DESIGN.md §4); this module
+``aten._scaled_dot_product_flash_attention_for_cpu``, which torch does not register; this module
 registers it (forward and backward) with torch's own SDPA formula. FlopCounterMode counts 2 FLOPs per multiply-add.
 """
 

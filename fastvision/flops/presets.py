@@ -20,7 +20,7 @@ from fastvision.fastv.config import FastVConfig
 from fastvision.flops.counter import measure_flops
 
 # Public config values (llava-hf/llava-1.5-{7b,13b}-hf, Qwen/Qwen2-VL-7B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct
-# config.json; REFERENCE.md "Real configs").
+# config.json on the Hub).
 _CLIP_L14_336 = {
     "hidden_size": 1024,
     "intermediate_size": 4096,

@@ -1,4 +1,4 @@
-"""U-ViT configurations, with the published MS-COCO U-ViT-S/2 (REFERENCE.md: 44.69M parameters)."""
+"""U-ViT configurations, with the published MS-COCO U-ViT-S/2 (Bao et al., arXiv 2209.12152: 44.69M parameters)."""
 
 from __future__ import annotations
 

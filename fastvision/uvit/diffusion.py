@@ -1,7 +1,8 @@
 """ε-prediction diffusion for U-ViT: the noise schedule, the training loss and a DDIM sampler.
 
 The schedule is Stable Diffusion's (linear in sqrt β from 0.00085 to 0.012 over 1000 steps), which U-ViT's
-text-to-image models use (REFERENCE.md). The sampler is DDIM (Song et al., "Denoising Diffusion Implicit Models",
+text-to-image models use (github.com/baofff/U-ViT).
+The sampler is DDIM (Song et al., "Denoising Diffusion Implicit Models",
 ICLR 2021, arXiv 2010.02502) with η = 0, optionally with classifier-free guidance (Ho & Salimans, arXiv 2207.12598).
 """
 
