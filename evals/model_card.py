@@ -61,7 +61,9 @@ def _usage(recommended: CardRow | None, source: CardSource, load: str) -> tuple[
         why = (f"No measured FastV setting keeps the {source.metric} within {RECOMMEND_TOLERANCE} of the unpatched "
                "model's, so this card recommends none: pick a row of the table below knowing its cost.")  # fmt: skip
         snippet = f"{load}\nfastvision.patch(model, k=..., ratio=...)  # no setting recommended"
-        return snippet, why, SCORING_WORDS["last"]
+        measured = {(row.config or {}).get("scoring", "last") for row in source.rows if row.method == "fastv"}
+        rule = SCORING_WORDS[measured.pop()] if len(measured) == 1 else "ranked lowest by each row's scoring"
+        return snippet, why, rule
     config = recommended.config or {}
     scoring = config.get("scoring", "last")
     extra = "" if scoring == "last" else f', scoring="{scoring}"'

@@ -104,9 +104,10 @@ def test_card_recommends_nothing_when_no_setting_is_close_enough(tmp_path: Path)
     data = json.loads(RESULTS.read_text())
     base = next(row for row in data["settings"] if row["method"] == "unpatched")["accuracy"]
     for row in data["settings"]:
-        if row["method"] == "fastv" and row["config"]["ratio"] > 0:
-            row["accuracy"] = base - 0.02
+        if row["method"] == "fastv":
             row["config"]["scoring"] = "mean"
+            if row["config"]["ratio"] > 0:
+                row["accuracy"] = base - 0.02
     path = tmp_path / "results.json"
     path.write_text(json.dumps(data))
     source = load_card_source(path)
@@ -114,6 +115,7 @@ def test_card_recommends_nothing_when_no_setting_is_close_enough(tmp_path: Path)
     card = ModelCard.load(write_card(source, tmp_path / "card"))
     assert card.data.fastvision["recommended"] is None
     assert "recommends none" in card.text and "within 0.01 of the unpatched model's." not in card.text
+    assert "averaged over every prompt token" in card.text  # the scoring every FastV row of the run used
     assert "no setting recommended" in card.data.model_name
 
 
