@@ -16,7 +16,6 @@ from typing import Any
 
 from fastvision.demo.heatmap import kept_token_heatmap
 from fastvision.demo.inference import DemoEngine, DemoInputError
-
 from fastvision.fastv.config import SCORINGS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no usage pings to Gradio's servers

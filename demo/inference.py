@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from fastvision.demo.heatmap import model_view
 
 import fastvision
+from fastvision.demo.heatmap import model_view
 from fastvision.flops import measure_flops
 
 MAX_PIXELS = 4096 * 4096

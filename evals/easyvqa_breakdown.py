@@ -42,9 +42,8 @@ def breakdown(model: Any, processor: Any, dataset: Any, batch_size: int = 64) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fastvision.evals.data import load_easyvqa
-
     from fastvision.cli.eval_cmd import load_model_for_eval
+    from fastvision.evals.data import load_easyvqa
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the bundled model")

@@ -18,10 +18,9 @@ import torch
 @torch.no_grad()
 def last_position_states(model: Any, processor: Any, dataset: Any) -> tuple[torch.Tensor, list[int], list[int]]:
     """(questions, layers + 1, hidden) states, and per question the image's and the question's colour index."""
+    from fastvision.bundled.train import COLORS, _image_labels
     from fastvision.evals.easyvqa_breakdown import question_group
     from fastvision.evals.vqa import batches, encode_batch
-
-    from fastvision.bundled.train import COLORS, _image_labels
 
     labels = _image_labels(dataset)
     rows = [i for i, (question, answer, image_id) in enumerate(zip(dataset["question"], dataset["answer"],
@@ -40,10 +39,10 @@ def last_position_states(model: Any, processor: Any, dataset: Any) -> tuple[torc
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fastvision.evals.data import load_easyvqa
     from sklearn.linear_model import LogisticRegression
 
     from fastvision.cli.eval_cmd import load_model_for_eval
+    from fastvision.evals.data import load_easyvqa
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the bundled model")

@@ -26,10 +26,9 @@ NEGATION_WORDS = {"not", "no"}
 
 def text_rows(split: str, tokenizer: Any, limit: int | None = None) -> list[tuple[list[int], int, str]]:
     """(prompt ids with the image's colour and shape words first, answer id, question group) per question."""
+    from fastvision.bundled.train import COLORS, SHAPES, _image_labels
     from fastvision.evals.data import load_easyvqa
     from fastvision.evals.easyvqa_breakdown import question_group
-
-    from fastvision.bundled.train import COLORS, SHAPES, _image_labels
 
     labels = _image_labels(load_easyvqa(split))
     dataset = load_easyvqa(split, limit=limit)

@@ -6,8 +6,9 @@ Inception network that cannot be downloaded here)."""
 from __future__ import annotations
 
 import torch
-from fastvision.evals.fusion_data import COLORS, POSITIONS, SHAPES, CaptionedImages
 from torch import nn
+
+from fastvision.evals.fusion_data import COLORS, POSITIONS, SHAPES, CaptionedImages
 
 HEADS = (len(COLORS), len(SHAPES), len(POSITIONS))
 

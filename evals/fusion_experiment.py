@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
+
+import fastvision
 from fastvision.evals.fusion_data import (
     CAPTION_LENGTH,
     NULL_WORD,
@@ -35,9 +38,6 @@ from fastvision.evals.fusion_data import (
     CaptionedImages,
     make_dataset,
 )
-from torch import nn
-
-import fastvision
 from fastvision.flops.uvit import uvit_cost
 from fastvision.uvit import UViT, UViTConfig
 from fastvision.uvit.diffusion import NoiseSchedule, ddim_sample, diffusion_loss

@@ -96,6 +96,7 @@ def heatmap_figure(dataset: Any, maps: dict[str, list[np.ndarray]], title: str, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from fastvision.evals.plot import save_figure
 
     methods = list(maps)

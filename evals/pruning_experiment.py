@@ -81,7 +81,6 @@ def _row(name: str, method: str, config: dict[str, Any] | None, model: nn.Module
 
 def run_prune_experiment(settings: PruneRunSettings) -> Any:
     from fastvision.evals.results import EvalResults, environment
-
     from fastvision.flops.counter import measure_flops
 
     torch.set_num_threads(settings.threads)
@@ -126,6 +125,7 @@ def run_prune_experiment(settings: PruneRunSettings) -> Any:
 def prune_plot(results: Any, path: str | Path) -> Path:
     """Accuracy against MACs relative to each unpruned network: one colour per network, one marker per method."""
     import matplotlib.pyplot as plt
+
     from fastvision.evals.plot import save_figure
 
     figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from fastvision.evals.skeleton_data import CLIP_FRAMES, FPS, Recording, make_recordings, render_clips
 
 from fastvision.backbones import create_backbone
 from fastvision.backbones.seizure_rule import SeizureDecisionRule, score_alarms
+from fastvision.evals.skeleton_data import CLIP_FRAMES, FPS, Recording, make_recordings, render_clips
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,7 @@ def summarize(traces: list[dict[str, Any]]) -> dict[str, Any]:
 def seizure_plot(results: dict[str, Any], path: str | Path) -> Path:
     """The streamed probability of two seizure recordings and one seizure-free one, with onsets and alarms."""
     import matplotlib.pyplot as plt
+
     from fastvision.evals.plot import save_figure
 
     seizures = [trace for trace in results["recordings"] if trace["seizure"]][:2]

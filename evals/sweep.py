@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fastvision.evals.results import SettingResult
-from fastvision.evals.vqa import encode_batch, normalize_answer, predict_answers
 
 import fastvision
+from fastvision.evals.results import SettingResult
+from fastvision.evals.vqa import encode_batch, normalize_answer, predict_answers
 from fastvision.flops import measure_flops
 
 

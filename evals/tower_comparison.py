@@ -107,11 +107,10 @@ def build_tower_llava(name: str, seed: int) -> tuple[Any, Any]:
 
 def run_tower_comparison(settings: TowerRunSettings) -> Any:
     """Train and sweep every tower; returns the harness's ``EvalResults`` (rows carry ``tower``)."""
+    from fastvision.bundled.train import FitSettings, fit_llava
     from fastvision.evals.data import load_easyvqa
     from fastvision.evals.results import EvalResults, environment
     from fastvision.evals.sweep import run_sweep, sweep_settings
-
-    from fastvision.bundled.train import FitSettings, fit_llava
 
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
@@ -158,6 +157,7 @@ def tower_plot(results: Any, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from fastvision.evals.plot import save_figure
 
     figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)

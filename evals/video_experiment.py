@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from fastvision.evals.moving_shapes import ACTIONS, FRAME_SIZE, make_videos
-from fastvision.evals.vivit_baseline import ViViT
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastvision.backbones.trecvit import TRecViT, TRecViTConfig
+from fastvision.evals.moving_shapes import ACTIONS, FRAME_SIZE, make_videos
+from fastvision.evals.vivit_baseline import ViViT
 from fastvision.pruning.common import accuracy
 
 SMALL_TRECVIT = TRecViTConfig(width=64, depth=3, num_heads=4, mlp_dim=128, img_size=FRAME_SIZE, patch_size=8,
@@ -179,8 +179,9 @@ def run_video_experiment(settings: VideoRunSettings) -> VideoResults:
 def video_plot(results: VideoResults, path: str | Path) -> Path:
     """Three panels: MACs per clip, peak training memory and peak inference memory, against the clip length."""
     import matplotlib.pyplot as plt
-    from fastvision.evals.plot import save_figure
     from matplotlib.ticker import FormatStrFormatter
+
+    from fastvision.evals.plot import save_figure
 
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     styles = {"trecvit": ("TRecViT", "tab:blue"), "vivit": ("ViViT (joint attention)", "tab:orange")}

@@ -1,4 +1,4 @@
-"""``model_type`` -> family adapter table, filled by the modules of ``fastvision.patches``.
+"""``model_type`` -> family adapter table, filled by the modules of ``fastvision.patches.token_reduction``.
 
 The built-in family modules are imported on first lookup, so ``import fastvision`` stays cheap. Registering a
 ``model_type`` twice is an error rather than a silent override.
@@ -27,7 +27,7 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        importlib.import_module("fastvision.patches")
+        importlib.import_module("fastvision.patches.token_reduction")
 
 
 def supported_model_types() -> list[str]:

@@ -1,3 +1,7 @@
-"""One module per model family; importing this package registers every built-in adapter."""
+"""Per-model code of fastvision's methods, one subpackage per kind of method.
 
-from fastvision.patches import aya_vision, gemma3, internvl, llava, llava_next, mistral3, qwen2_vl, qwen3_vl  # noqa: F401
+- ``token_reduction/``: one adapter per VLM family (LLaVA, Qwen2-VL, ...) for the token-reduction methods (FastV and
+  its baselines). An adapter patches nothing itself: it tells the engine where a family keeps its decoder layers,
+  its image tokens and its text backbone. Importing the subpackage registers every built-in adapter.
+- ``fusion/``: one patch per diffusion model for intermediate-fusion attention (``uvit.py``: fastvision's U-ViT).
+"""

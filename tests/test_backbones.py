@@ -228,9 +228,8 @@ def test_swap_processor_inserts_the_towers_token_count() -> None:
 
 
 def test_tower_comparison_smoke_writes_results_and_plot(tmp_path) -> None:
-    from fastvision.evals.results import EvalResults
-
     from fastvision.cli.main import main
+    from fastvision.evals.results import EvalResults
 
     out = tmp_path / "towers"
     argv = ["eval-towers", "--towers", "clip", "vheat", "--steps", "2", "--vision-steps", "2", "--train-limit", "48",

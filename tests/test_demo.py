@@ -20,13 +20,13 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage pings
 gradio = pytest.importorskip("gradio")
 
-from fastvision.demo.app import build_demo, launch_demo  # noqa: E402
-from fastvision.demo.inference import DemoEngine  # noqa: E402
-from fastvision.evals.data import load_easyvqa  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from fastvision.cli.eval_cmd import load_model_for_eval  # noqa: E402
+from fastvision.demo.app import build_demo, launch_demo  # noqa: E402
+from fastvision.demo.inference import DemoEngine  # noqa: E402
+from fastvision.evals.data import load_easyvqa  # noqa: E402
 
 
 def _free_port() -> int:

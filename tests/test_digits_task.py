@@ -7,6 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+
+import fastvision
+from fastvision.bundled import BUNDLED_DIGITS_MODEL, BUNDLED_MODEL
+from fastvision.cli.main import main
 from fastvision.evals.digits_data import (
     BACKGROUND_CLASS,
     CELL,
@@ -21,10 +25,6 @@ from fastvision.evals.digits_data import (
     source_indices,
 )
 from fastvision.evals.results import EvalResults
-
-import fastvision
-from fastvision.bundled import BUNDLED_DIGITS_MODEL, BUNDLED_MODEL
-from fastvision.cli.main import main
 
 SUBSET = 200  # the fixed test subset the accuracy tests hold
 
@@ -109,10 +109,10 @@ def test_bundled_digits_checkpoint_is_small_and_records_its_recipe():
 
 
 def test_digits_recipe_smoke(tmp_path):
-    from fastvision.evals.vqa import exact_match_accuracy
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from fastvision.bundled.train_digits import train_digits
+    from fastvision.evals.vqa import exact_match_accuracy
 
     record = train_digits(tmp_path, steps=3, vision_steps=3, batch_size=8, train_scenes=16, check_questions=8,
                           progress=False)  # fmt: skip

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from fastvision.evals.data import easyvqa_answers, load_easyvqa
-from fastvision.evals.results import SCHEMA, EvalResults
 
 from fastvision.bundled import BUNDLED_MODEL
 from fastvision.cli.main import main
+from fastvision.evals.data import easyvqa_answers, load_easyvqa
+from fastvision.evals.results import SCHEMA, EvalResults
 
 
 def test_easyvqa_splits_and_fields():
@@ -29,8 +29,9 @@ def test_easyvqa_splits_and_fields():
 
 @torch.no_grad()
 def test_bundled_checkpoint_loads_with_plain_transformers_and_answers():
-    from fastvision.evals.vqa import exact_match_accuracy
     from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from fastvision.evals.vqa import exact_match_accuracy
 
     model = LlavaForConditionalGeneration.from_pretrained(BUNDLED_MODEL).eval()
     processor = AutoProcessor.from_pretrained(BUNDLED_MODEL)
@@ -54,8 +55,9 @@ def test_training_recipe_smoke(tmp_path):
     saved = LlavaForConditionalGeneration.from_pretrained(tmp_path)
     assert saved.config.text_config.num_hidden_layers == 4
     # The recorded accuracy is the saved model's, on the first 16 test questions, as the reloaded files give it.
-    from fastvision.evals.vqa import exact_match_accuracy
     from transformers import AutoProcessor
+
+    from fastvision.evals.vqa import exact_match_accuracy
 
     processor = AutoProcessor.from_pretrained(tmp_path)
     assert record["test_accuracy_first_16"] == exact_match_accuracy(saved, processor, load_easyvqa("test", limit=16))
@@ -170,10 +172,10 @@ def test_probe_reports_every_layer(capsys):
 
 
 def test_easyvqa_text_check_names_the_image_in_words_and_trains(capsys) -> None:
-    from fastvision.evals.easyvqa_text_check import encode, main, text_rows
     from transformers import AutoProcessor
 
     from fastvision.bundled import BUNDLED_MODEL
+    from fastvision.evals.easyvqa_text_check import encode, main, text_rows
 
     tokenizer = AutoProcessor.from_pretrained(BUNDLED_MODEL).tokenizer
     rows = text_rows("test", tokenizer, limit=40)

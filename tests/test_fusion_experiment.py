@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+
 from fastvision.evals.fusion_classifier import attribute_accuracy, frechet_distance, train_classifier
 from fastvision.evals.fusion_data import COLORS, POSITIONS, SHAPES, VOCABULARY, caption, make_dataset, tokenize
 
@@ -45,7 +46,6 @@ def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift() ->
 def test_eval_fusion_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch) -> None:
     """The CLI on tiny settings, with two worker processes; every run equals the same run made in this process."""
     import fastvision.evals.fusion_experiment as experiment
-
     from fastvision.cli.main import main
 
     tiny = experiment.FusionRunSettings(steps=3, seeds=(0, 1), samples=8, sample_steps=2, train_images=128,
@@ -86,7 +86,6 @@ def test_eval_fusion_refuses_bad_settings_before_work(option, message, capsys) -
 def test_eval_fusion_ablation_options_reach_the_run(tmp_path, monkeypatch) -> None:
     """--variants, --pos-embed-init and --shape-radius: one variant trained, on the asked model and renders."""
     import fastvision.evals.fusion_experiment as experiment
-
     from fastvision.cli.main import main
 
     tiny = experiment.FusionRunSettings(steps=2, seeds=(0,), samples=4, sample_steps=2, train_images=32,

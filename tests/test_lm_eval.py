@@ -45,10 +45,10 @@ def plain_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _first_questions_reference() -> tuple[float, float]:
     """Exact match of the patched bundled model on the same questions through fastvision's own harness, and the
     relative prefill FLOPs of the first question measured directly."""
-    from fastvision.evals.data import load_easyvqa
-    from fastvision.evals.vqa import encode_batch, exact_match_accuracy
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    from fastvision.evals.data import load_easyvqa
+    from fastvision.evals.vqa import encode_batch, exact_match_accuracy
     from fastvision.flops import measure_flops
 
     model = LlavaForConditionalGeneration.from_pretrained(BUNDLED_MODEL).eval()
@@ -77,10 +77,11 @@ def test_offline_run_reports_accuracy_and_flops(plain_run: dict[str, Any]) -> No
 
 
 def test_card_from_lm_eval_results_round_trips(plain_run: dict[str, Any], tmp_path: Path) -> None:
-    from fastvision.evals.card_sources import load_card_source
-    from fastvision.evals.model_card import write_card
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from fastvision.evals.card_sources import load_card_source
+    from fastvision.evals.model_card import write_card
 
     path = tmp_path / "results.json"
     path.write_text(json.dumps(plain_run))

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from fastvision.evals.card_sources import load_card_source
-from fastvision.evals.model_card import write_card
-from fastvision.evals.results import EvalResults
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from fastvision.cli.main import main
+from fastvision.evals.card_sources import load_card_source
+from fastvision.evals.model_card import write_card
+from fastvision.evals.results import EvalResults
 
 RESULTS = Path(__file__).resolve().parents[1] / "evals" / "results" / "easyvqa" / "results.json"
 

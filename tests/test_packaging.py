@@ -21,7 +21,12 @@ def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"fastvision"}
     for expected in (
-        "fastvision/patches/llava.py",
+        "fastvision/patches/token_reduction/llava.py",
+        "fastvision/patches/fusion/uvit.py",
+        "fastvision/fusion/config.py",
+        "fastvision/fusion/method.py",
+        "fastvision/fastv/method.py",
+        "fastvision/methods.py",
         "fastvision/evals/bench_prefill.py",
         "fastvision/demo/app.py",
         "fastvision/evals/lm_eval_model.py",
@@ -37,6 +42,10 @@ def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
     source_packages = {
         f"fastvision/{path.parent.relative_to(ROOT / 'fastvision').as_posix()}/__init__.py".replace("/./", "/")
         for path in (ROOT / "fastvision").rglob("__init__.py")
+    }
+    source_packages |= {
+        f"fastvision/patches/{path.parent.relative_to(ROOT / 'patches').as_posix()}/__init__.py".replace("/./", "/")
+        for path in (ROOT / "patches").rglob("__init__.py")
     }
     missing = sorted(package for package in source_packages if package not in names)
     assert not missing, f"packages left out of the wheel (add them to pyproject's packages): {missing}"

@@ -23,8 +23,6 @@ def _mass(value: str) -> float:
 
 
 def add_parser(subparsers: Any) -> None:
-    from fastvision.evals.pruning_experiment import NETWORKS
-
     parser = subparsers.add_parser(
         "prune",
         help="Channel pruning (AutoBot to a MACs target, FTWT per input) on digits: accuracy vs MACs.",
@@ -32,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
         "(arXiv 2111.09635) to a share of its MACs and with FTWT (arXiv 2110.08232) at activation-mass thresholds, "
         "and write the harness's results JSON and a Pareto plot.",
     )
-    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=None)
+    parser.add_argument("--networks", nargs="+", default=None, help="networks to prune (default: all)")
     parser.add_argument("--target", type=_share, default=None, help="AutoBot's MACs target as a share (default 0.5)")
     parser.add_argument("--thresholds", type=_mass, nargs="+", default=None, help="FTWT thresholds (0.7 0.85)")
     parser.add_argument("--quick", action="store_true", help="a smoke-sized run")
@@ -46,8 +44,17 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from fastvision.evals.pruning_experiment import QUICK, PruneRunSettings, prune_plot, run_prune_experiment
+    from fastvision.evals.pruning_experiment import (
+        NETWORKS,
+        QUICK,
+        PruneRunSettings,
+        prune_plot,
+        run_prune_experiment,
+    )
 
+    unknown = sorted(set(args.networks or ()) - set(NETWORKS))
+    if unknown:
+        raise SystemExit(f"fastvision prune: unknown networks {unknown}; allowed: {', '.join(NETWORKS)}.")
     settings = QUICK if args.quick else PruneRunSettings()
     changes = {"networks": tuple(args.networks) if args.networks else None, "target": args.target,
                "thresholds": tuple(args.thresholds) if args.thresholds else None}  # fmt: skip

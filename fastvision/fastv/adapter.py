@@ -1,7 +1,7 @@
 """The small contract a model family implements so the FastV engine can patch it.
 
 An adapter answers structural questions only (where the decoder layers are, which tokens are visual); every piece of
-pruning logic lives in the engine, so a new family is a few lines in ``patches/<family>.py``.
+pruning logic lives in the engine, so a new family is a few lines in ``patches/token_reduction/<family>.py``.
 """
 
 from __future__ import annotations

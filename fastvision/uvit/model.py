@@ -6,7 +6,7 @@ with one learned positional embedding over all of them. ``depth // 2`` in-blocks
 out-blocks; each out-block first merges the matching in-block's output through ``skip_linear(cat(x, skip))``, the
 long skip. The output predicts the noise ε of each patch, then a 3x3 convolution smooths it. This is early fusion:
 the text is in every block. ``fastvision.patch(model, fusion="intermediate", ...)`` converts it in place
-(``patches/uvit.py``).
+(``patches/fusion/uvit.py``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 def easyvqa_dataset(**metadata: Any) -> Any:
     """A ``DatasetDict`` with the test split (image, question, answer); lm-eval passes task metadata, unused here."""
     from datasets import DatasetDict
+
     from fastvision.evals.data import load_easyvqa
 
     return DatasetDict({"test": load_easyvqa("test")})

@@ -18,42 +18,15 @@ operations (bit-identical output, tested).
 from __future__ import annotations
 
 import types
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from fastvision.fusion.config import FusionConfig
 from fastvision.handle import HANDLE_ATTRIBUTE, PatchHandle, set_attribute
 from fastvision.uvit.model import Block, UViT, _init_weights
 
-CONDITIONINGS = ("concat", "cross")
 TEXT_BLOCKS_ATTRIBUTE = "fusion_text_blocks"
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """Where the text joins a U-ViT: ``v`` image-only blocks at each end, ``c`` text-only blocks, and how."""
-
-    v: int = 0
-    c: int = 0
-    conditioning: str = "concat"
-    fusion: str = "intermediate"
-    method: str = "uvit-fusion"
-    version: int = 1
-
-    def __post_init__(self) -> None:
-        if self.fusion != "intermediate":
-            raise ValueError(f"fusion={self.fusion!r} is not supported: allowed is 'intermediate'.")
-        if self.conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning={self.conditioning!r} is unknown: allowed is one of {CONDITIONINGS}.")
-        for name in ("v", "c"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}={value!r} must be an integer >= 0.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def check_fusion(model: nn.Module, config: FusionConfig) -> None:
@@ -70,25 +43,20 @@ def check_fusion(model: nn.Module, config: FusionConfig) -> None:
         raise ValueError(f"c={config.c} is out of range: allowed is 0 <= c <= {2 * half + 1} (the model's blocks).")
 
 
-def patch_fusion(model: UViT, config: FusionConfig) -> PatchHandle:
-    """Convert ``model`` to intermediate fusion in place; returns the handle (stored on the model)."""
-    check_fusion(model, config)
-    handle = PatchHandle(config=config, family="uvit")
-    try:
-        reference = model.mid_block
-        text_blocks = nn.ModuleList(
-            Block(model.config.embed_dim, model.config.num_heads, model.config.mlp_ratio, model.config.qkv_bias)
-            for _ in range(config.c)
-        )
-        text_blocks.apply(_init_weights)
-        parameter = next(reference.parameters())
-        set_attribute(handle, model, TEXT_BLOCKS_ATTRIBUTE, text_blocks.to(parameter.device, parameter.dtype))
-        set_attribute(handle, model, "forward", types.MethodType(intermediate_fusion_forward, model))
-        set_attribute(handle, model, HANDLE_ATTRIBUTE, handle)
-    except BaseException:
-        handle.revert()
-        raise
-    return handle
+def install_fusion(model: UViT, config: FusionConfig, handle: PatchHandle) -> None:
+    """Convert ``model`` to intermediate fusion in place, recording every change in ``handle``.
+
+    Called by ``fastvision.patch`` after :func:`check_fusion`; if anything fails, the caller replays ``handle``.
+    """
+    reference = model.mid_block
+    text_blocks = nn.ModuleList(
+        Block(model.config.embed_dim, model.config.num_heads, model.config.mlp_ratio, model.config.qkv_bias)
+        for _ in range(config.c)
+    )
+    text_blocks.apply(_init_weights)
+    parameter = next(reference.parameters())
+    set_attribute(handle, model, TEXT_BLOCKS_ATTRIBUTE, text_blocks.to(parameter.device, parameter.dtype))
+    set_attribute(handle, model, "forward", types.MethodType(intermediate_fusion_forward, model))
 
 
 def cross_block(block: Block, image: torch.Tensor, text: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
