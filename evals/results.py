@@ -31,7 +31,7 @@ class SettingResult:
     latency_ms: float  # median single-question prefill
     image_tokens: float  # mean per question
     kept_image_tokens: float  # mean per question, as seen by the last pruned layers
-    tower: str | None = None  # the vision tower, in a tower comparison (fastvision eval-towers)
+    tower: str | None = None  # the vision tower, in the towers study (python -m evals.experiments.towers)
     by_type: dict[str, list[int]] | None = None  # question type -> [correct, questions], where the task has types
 
     def type_accuracy(self) -> dict[str, float]:

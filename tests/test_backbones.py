@@ -228,11 +228,11 @@ def test_swap_processor_inserts_the_towers_token_count() -> None:
 
 
 def test_tower_comparison_smoke_writes_results_and_plot(tmp_path) -> None:
-    from fastvision.cli.main import main
+    from evals.experiments.towers.__main__ import main
     from fastvision.evals.results import EvalResults
 
     out = tmp_path / "towers"
-    argv = ["eval-towers", "--towers", "clip", "vheat", "--steps", "2", "--vision-steps", "2", "--train-limit", "48",
+    argv = ["--towers", "clip", "vheat", "--steps", "2", "--vision-steps", "2", "--train-limit", "48",
             "--limit", "8", "--ratio", "0.5", "--threads", "1", "--quiet", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     results = EvalResults.from_json(out / "results.json")
@@ -247,7 +247,7 @@ def test_tower_comparison_smoke_writes_results_and_plot(tmp_path) -> None:
 
 
 def test_tower_comparison_refuses_unknown_towers_and_bad_ratios() -> None:
-    from fastvision.evals.tower_comparison import TowerRunSettings
+    from evals.experiments.towers.comparison import TowerRunSettings
 
     with pytest.raises(ValueError, match=r"unknown tower\(s\) \['resnet'\]"):
         TowerRunSettings(towers=("clip", "resnet"))
@@ -258,7 +258,7 @@ def test_tower_comparison_refuses_unknown_towers_and_bad_ratios() -> None:
 def test_deployed_form_benchmark_writes_paired_ratios(tmp_path) -> None:
     import json
 
-    from fastvision.evals.bench_backbones import main
+    from fastvision.evals.benchmarks.bench_backbones import main
 
     out = tmp_path / "bench.json"
     assert main(["--backbones", "repmlpnet_t224", "--img-size", "64", "--batch", "1", "--repeats", "2",

@@ -160,9 +160,9 @@ def test_breakdown_counts_every_question(capsys):
 
 
 def test_probe_reports_every_layer(capsys):
-    from fastvision.evals.easyvqa_probe import main as probe_main
+    from evals.experiments.easyvqa_probes.__main__ import main as probes_main
 
-    assert probe_main(["--limit", "400"]) == 0
+    assert probes_main(["probe", "--limit", "400"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "colour yes/no questions" in lines[0]
     assert [line.split(":")[0] for line in lines[1:]] == [f"layer {i}" for i in range(5)]  # embeddings + 4 layers
@@ -174,8 +174,9 @@ def test_probe_reports_every_layer(capsys):
 def test_easyvqa_text_check_names_the_image_in_words_and_trains(capsys) -> None:
     from transformers import AutoProcessor
 
+    from evals.experiments.easyvqa_probes.__main__ import main as probes_main
+    from evals.experiments.easyvqa_probes.text_check import encode, text_rows
     from fastvision.bundled import BUNDLED_MODEL
-    from fastvision.evals.easyvqa_text_check import encode, main, text_rows
 
     tokenizer = AutoProcessor.from_pretrained(BUNDLED_MODEL).tokenizer
     rows = text_rows("test", tokenizer, limit=40)
@@ -188,6 +189,6 @@ def test_easyvqa_text_check_names_the_image_in_words_and_trains(capsys) -> None:
     assert (labels != -100).sum() == 3  # only the answers are learnt
     _, left_mask, _ = encode(rows[:3], tokenizer.pad_token_id, with_answer=False)
     assert left_mask[:, -1].all()  # left-padded: every prompt ends at the last position
-    assert main(["--steps", "250", "--batch-size", "8", "--no-negations"]) == 0
+    assert probes_main(["text-check", "--steps", "250", "--batch-size", "8", "--no-negations"]) == 0
     printed = capsys.readouterr().out
     assert "step 250" in printed and "what color" in printed

@@ -1,5 +1,5 @@
 """The intermediate-fusion experiment's parts: captioned renders, the attribute classifier that judges alignment,
-the Fréchet distance, and a smoke run of ``fastvision eval-fusion`` that writes its three files."""
+the Fréchet distance, and a smoke run of ``python -m evals.experiments.fusion`` that writes its three files."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from fastvision.evals.fusion_classifier import attribute_accuracy, frechet_distance, train_classifier
-from fastvision.evals.fusion_data import COLORS, POSITIONS, SHAPES, VOCABULARY, caption, make_dataset, tokenize
+from evals.experiments.fusion.classifier import attribute_accuracy, frechet_distance, train_classifier
+from evals.experiments.fusion.data import COLORS, POSITIONS, SHAPES, VOCABULARY, caption, make_dataset, tokenize
 
 
 def test_captions_name_every_attribute_in_six_known_words() -> None:
@@ -43,15 +43,15 @@ def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift() ->
     assert frechet_distance(features, features + 1.0) == pytest.approx(8.0, rel=1e-6)
 
 
-def test_eval_fusion_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch) -> None:
-    """The CLI on tiny settings, with two worker processes; every run equals the same run made in this process."""
-    import fastvision.evals.fusion_experiment as experiment
-    from fastvision.cli.main import main
+def test_fusion_study_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch) -> None:
+    """The study's command line on tiny settings, two worker processes; every run equals the same run in process."""
+    import evals.experiments.fusion.experiment as experiment
+    from evals.experiments.fusion.__main__ import main
 
     tiny = experiment.FusionRunSettings(steps=3, seeds=(0, 1), samples=8, sample_steps=2, train_images=128,
                                         judge_steps=5, timing_rounds=1, ema_decay=0.9)  # fmt: skip
     monkeypatch.setattr(experiment, "QUICK", tiny)
-    assert main(["eval-fusion", "--quick", "--workers", "2", "--out", str(tmp_path)]) == 0
+    assert main(["--quick", "--workers", "2", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["schema"] == "fastvision.fusion/1" and len(results["runs"]) == 3 * 2
     assert results["settings"]["workers"] == 2 and results["settings"]["model"]["embed_dim"] == 96
@@ -76,23 +76,23 @@ def test_eval_fusion_smoke_writes_results_plot_and_samples(tmp_path, monkeypatch
         (["--shape-radius", "9", "3"], "--shape-radius needs 2 <= LOW <= HIGH <= 12 pixels, got 9 3"),
     ],
 )
-def test_eval_fusion_refuses_bad_settings_before_work(option, message, capsys) -> None:
-    from fastvision.cli.main import main
+def test_fusion_study_refuses_bad_settings_before_work(option, message, capsys) -> None:
+    from evals.experiments.fusion.__main__ import main
 
-    assert main(["eval-fusion", *option]) == 2
+    assert main([*option]) == 2
     assert message in capsys.readouterr().err
 
 
-def test_eval_fusion_ablation_options_reach_the_run(tmp_path, monkeypatch) -> None:
+def test_fusion_study_ablation_options_reach_the_run(tmp_path, monkeypatch) -> None:
     """--variants, --pos-embed-init and --shape-radius: one variant trained, on the asked model and renders."""
-    import fastvision.evals.fusion_experiment as experiment
-    from fastvision.cli.main import main
+    import evals.experiments.fusion.experiment as experiment
+    from evals.experiments.fusion.__main__ import main
 
     tiny = experiment.FusionRunSettings(steps=2, seeds=(0,), samples=4, sample_steps=2, train_images=32,
                                         judge_steps=2, timing_rounds=1)  # fmt: skip
     monkeypatch.setattr(experiment, "QUICK", tiny)
     options = ["--variants", "cross", "--pos-embed-init", "random", "--shape-radius", "5", "6", "--workers", "1"]
-    assert main(["eval-fusion", "--quick", *options, "--out", str(tmp_path)]) == 0
+    assert main(["--quick", *options, "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["summary"]) == ["intermediate cross c1 v2"] and len(results["runs"]) == 1
     assert results["summary"]["intermediate cross c1 v2"]["flops_ratio"] == 1.0  # its own baseline

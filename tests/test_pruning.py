@@ -174,10 +174,10 @@ def test_bad_input_is_refused_and_the_model_is_untouched() -> None:
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
 
 
-def test_fastvision_prune_smoke(tmp_path) -> None:
-    from fastvision.cli.main import main
+def test_pruning_study_smoke(tmp_path) -> None:
+    from evals.experiments.pruning.__main__ import main
 
-    assert main(["prune", "--quick", "--threads", "1", "--quiet", "--out", str(tmp_path)]) == 0
+    assert main(["--quick", "--threads", "1", "--quiet", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     methods = [row["method"] for row in results["settings"]]
     assert methods == ["unpatched", "autobot", "ftwt"]

@@ -127,8 +127,8 @@ def _fit(model: torch.nn.Module, inputs: tuple, loss_fn, steps: int = 25, lr: fl
 
 
 def test_smoke_training_lowers_the_loss_for_both() -> None:
-    from fastvision.evals.moving_shapes import make_videos
-    from fastvision.evals.skeleton_data import make_recordings, render_clips
+    from evals.experiments.seizure.skeleton_data import make_recordings, render_clips
+    from evals.experiments.video.moving_shapes import make_videos
 
     torch.manual_seed(0)
     videos = make_videos(12, frames=4, seed=0)
@@ -174,7 +174,7 @@ def test_alarm_scoring() -> None:
 
 
 def test_moving_shapes_only_motion_tells_the_classes_apart() -> None:
-    from fastvision.evals.moving_shapes import ACTIONS, make_videos
+    from evals.experiments.video.moving_shapes import ACTIONS, make_videos
 
     clips = make_videos(60, frames=6, seed=1)
     assert clips.videos.shape == (60, 6, 3, 32, 32) and torch.bincount(clips.labels).tolist() == [10] * 6
@@ -189,7 +189,7 @@ def test_moving_shapes_only_motion_tells_the_classes_apart() -> None:
 
 
 def test_skeleton_recordings_labels_and_rendering() -> None:
-    from fastvision.evals.skeleton_data import FPS, make_recordings, render_clips
+    from evals.experiments.seizure.skeleton_data import FPS, make_recordings, render_clips
 
     seizure, calm = make_recordings(2, 40.0, seed=5)
     assert calm.onset is None and not calm.labels.any()
@@ -203,7 +203,7 @@ def test_skeleton_recordings_labels_and_rendering() -> None:
 
 
 def test_peak_memory_counts_new_storages_only() -> None:
-    from fastvision.evals.peak_memory import peak_memory_mib
+    from fastvision.evals.benchmarks.peak_memory import peak_memory_mib
 
     weight = torch.randn(256, 256)
 
@@ -215,15 +215,16 @@ def test_peak_memory_counts_new_storages_only() -> None:
     assert peak_memory_mib(TwoMatmuls(), torch.randn(1, 256, 256), "inference") == pytest.approx(0.5, abs=0.01)
 
 
-def test_eval_video_and_eval_seizure_smoke(tmp_path) -> None:
-    from fastvision.cli.main import main
+def test_video_and_seizure_studies_smoke(tmp_path) -> None:
+    from evals.experiments.seizure.__main__ import main as seizure_main
+    from evals.experiments.video.__main__ import main as video_main
 
-    assert main(["eval-video", "--quick", "--threads", "1", "--quiet", "--out", str(tmp_path / "video")]) == 0
+    assert video_main(["--quick", "--threads", "1", "--quiet", "--out", str(tmp_path / "video")]) == 0
     video = json.loads((tmp_path / "video" / "results.json").read_text())
     assert set(video["accuracy"]) == {"trecvit", "vivit"} and (tmp_path / "video" / "video.png").stat().st_size
     assert {row["frames"] for row in video["scaling"]} == {4, 8}
     assert all(row["train_peak_mib"] > row["inference_peak_mib"] > 0 for row in video["scaling"])
-    assert main(["eval-seizure", "--quick", "--threads", "1", "--quiet", "--out", str(tmp_path / "seizure")]) == 0
+    assert seizure_main(["--quick", "--threads", "1", "--quiet", "--out", str(tmp_path / "seizure")]) == 0
     seizure = json.loads((tmp_path / "seizure" / "results.json").read_text())
     assert 0 <= seizure["clip_accuracy"] <= 1 and seizure["detection"]["seizures"] == 1
     assert (tmp_path / "seizure" / "seizure.png").stat().st_size

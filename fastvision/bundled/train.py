@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from fastvision.bundled import BUNDLED_MODEL
-from fastvision.bundled.build import build_model, build_processor, build_tokenizer
+from fastvision.bundled.build import PATCH_SIZE, build_model, build_processor, build_tokenizer
 
 
 def _vocabulary() -> list[str]:
@@ -161,8 +161,8 @@ def fit_llava(
     """Train ``model`` (any LLaVA whose tower returns ``last_hidden_state``) on the VQA rows ``train``.
 
     Used by ``train_bundled`` (easy-VQA), the digits recipe (``train_digits``, with its own ``vision_stage``) and the
-    vision-tower comparison (``fastvision eval-towers``), so every model is trained by the same stage 2. The caller
-    seeds the global RNGs (before building the model, so the model's initialisation is seeded too);
+    vision-tower comparison (``python -m evals.experiments.towers``), so every model is trained by the same stage 2.
+    The caller seeds the global RNGs (before building the model, so the model's initialisation is seeded too);
     ``settings.seed`` seeds the data order. Returns the run's statistics.
     """
     tokenizer = processor.tokenizer
@@ -246,7 +246,7 @@ def train_bundled(
                     {f"test_accuracy_first_{check_questions}": accuracy})  # fmt: skip
 
 
-def start_run(vocabulary: list[str], seed: int, threads: int) -> tuple[float, Any, Any]:
+def start_run(vocabulary: list[str], seed: int, threads: int, patch_size: int = PATCH_SIZE) -> tuple[float, Any, Any]:
     """Seed the global RNGs, then build the bundled architecture for ``vocabulary``: (start time, processor, model).
 
     Seeding comes first so that the model's initialisation is seeded too.
@@ -256,7 +256,8 @@ def start_run(vocabulary: list[str], seed: int, threads: int) -> tuple[float, An
     torch.manual_seed(seed)
     started = time.perf_counter()
     tokenizer = build_tokenizer(vocabulary)
-    return started, build_processor(tokenizer), build_model(tokenizer, seed=seed)
+    processor = build_processor(tokenizer, patch_size=patch_size)
+    return started, processor, build_model(tokenizer, seed=seed, patch_size=patch_size)
 
 
 def save_run(

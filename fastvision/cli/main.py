@@ -5,18 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastvision.cli import (
-    card_cmd,
-    demo_cmd,
-    eval_cmd,
-    flops_cmd,
-    fusion_cmd,
-    heatmap_cmd,
-    prune_cmd,
-    towers_cmd,
-    train_cmd,
-    video_cmd,
-)
+from fastvision.cli import card_cmd, demo_cmd, eval_cmd, flops_cmd, heatmap_cmd, train_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,10 +17,6 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(subparsers)
     card_cmd.add_parser(subparsers)
     demo_cmd.add_parser(subparsers)
-    fusion_cmd.add_parser(subparsers)
-    towers_cmd.add_parser(subparsers)
-    video_cmd.add_parser(subparsers)
-    prune_cmd.add_parser(subparsers)
     subparsers.add_parser(
         "lm-eval", help="lm-eval with the fastvision model and the package's tasks (every lm-eval argument works)"
     )

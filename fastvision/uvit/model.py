@@ -37,7 +37,7 @@ def sincos_grid_embedding(dim: int, side: int) -> torch.Tensor:
     ``pos_embed_init="sincos"`` starts U-ViT's learned patch embeddings from it. From the usual tiny random start, a
     small model trained for a few hundred CPU steps has not learned where its patches are: in the fusion experiment
     it drew the captioned colour at a random place (position accuracy 0.28 after 800 steps, chance 0.25; 0.98 to 1.00
-    with this start; ``evals/results/fusion-ablation``).
+    with this start; ``evals/experiments/fusion/results/ablation``).
     """
     quarter = dim // 4
     frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)

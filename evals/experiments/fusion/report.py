@@ -1,4 +1,4 @@
-"""The files of ``fastvision eval-fusion``: results JSON, a results plot and a grid of samples."""
+"""The files of ``python -m evals.experiments.fusion``: results JSON, a results plot and a grid of samples."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""``fastvision eval-fusion``: early against intermediate fusion on a real small text-to-image experiment, on CPU.
+"""``python -m evals.experiments.fusion``: early against intermediate fusion on a real small text-to-image
+experiment, on CPU.
 
 The same small U-ViT (pixel space, 32x32, patch 4) with a word-level text encoder is trained from scratch on
-procedural captioned renders (``fusion_data.py``) three ways: early fusion (U-ViT as published), intermediate fusion
+procedural captioned renders (``data.py``) three ways: early fusion (U-ViT as published), intermediate fusion
 with concatenation and with cross-attention (``fastvision.patch(uvit, fusion="intermediate", ...)``, arXiv
 2403.16530), each for the same steps and seeds. Each run is judged on images sampled with DDIM for fixed captions:
 
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 import fastvision
-from fastvision.evals.fusion_data import (
+from evals.experiments.fusion.data import (
     CAPTION_LENGTH,
     NULL_WORD,
     SHAPE_RADIUS,
@@ -210,7 +211,7 @@ def _renders(settings: FusionRunSettings, count: int, seed: int) -> CaptionedIma
 
 def _run_job(job: _Job) -> tuple[dict[str, Any], Any]:
     """Train one variant for one seed, sample the fixed captions and judge them (on one thread)."""
-    from fastvision.evals.fusion_classifier import AttributeClassifier, attribute_accuracy, frechet_distance
+    from evals.experiments.fusion.classifier import AttributeClassifier, attribute_accuracy, frechet_distance
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -248,8 +249,8 @@ def _run_all(jobs: list[_Job], workers: int) -> Iterator[tuple[dict[str, Any], A
 
 
 def run_fusion_experiment(settings: FusionRunSettings, progress: Any = None) -> dict[str, Any]:
-    """Train and judge every variant for every seed; returns the results (see ``fusion_report`` for the files)."""
-    from fastvision.evals.fusion_classifier import attribute_accuracy, frechet_distance, train_classifier
+    """Train and judge every variant for every seed; returns the results (see ``report.py`` for the files)."""
+    from evals.experiments.fusion.classifier import attribute_accuracy, frechet_distance, train_classifier
 
     if settings.workers < 1:
         raise ValueError(f"workers must be at least 1, got {settings.workers}.")

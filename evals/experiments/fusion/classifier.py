@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastvision.evals.fusion_data import COLORS, POSITIONS, SHAPES, CaptionedImages
+from evals.experiments.fusion.data import COLORS, POSITIONS, SHAPES, CaptionedImages
 
 HEADS = (len(COLORS), len(SHAPES), len(POSITIONS))
 

@@ -1,18 +1,22 @@
-"""``fastvision eval-towers``: small backbones swapped in as the bundled LLaVA's vision tower, trained and swept."""
+"""``python -m evals.experiments.towers``: small backbones swapped in as the bundled LLaVA's vision tower, trained
+and swept."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+
+from evals.experiments.command import run_reporting_errors
+
+PROG = "python -m evals.experiments.towers"
 
 
-def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "eval-towers",
-        help="Compare vision towers in the bundled LLaVA: accuracy vs whole-model FLOPs, with and without FastV.",
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
         description="Swap small variants of the bundled backbones in as the vision tower of the bundled easy-VQA "
-        "LLaVA, train each with the bundled recipe, and sweep FastV on easy-VQA's test split.",
+        "LLaVA, train each with the bundled recipe, and sweep FastV on easy-VQA's test split: accuracy against "
+        "whole-model FLOPs, with and without FastV.",
     )
     parser.add_argument("--towers", nargs="+", default=None, help="towers to compare (default: all)")
     parser.add_argument("--steps", type=int, default=800, help="stage-2 steps per tower (default 800)")
@@ -24,18 +28,18 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="fastvision-towers", help="output folder (results.json, towers.png)")
     parser.add_argument("--quiet", action="store_true")
-    parser.set_defaults(run=run)
+    return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from fastvision.evals.tower_comparison import TOWERS, TowerRunSettings, run_tower_comparison, tower_plot
+    from evals.experiments.towers.comparison import TOWERS, TowerRunSettings, run_tower_comparison, tower_plot
 
     unknown = sorted(set(args.towers or ()) - set(TOWERS))
     if unknown:
-        raise SystemExit(f"fastvision eval-towers: unknown towers {unknown}; allowed: {', '.join(TOWERS)}.")
+        raise SystemExit(f"{PROG}: unknown towers {unknown}; allowed: {', '.join(TOWERS)}.")
     settings = TowerRunSettings(
         towers=tuple(args.towers or TOWERS), steps=args.steps, vision_steps=args.vision_steps,
         train_limit=args.train_limit, limit=args.limit or None, ratios=tuple(args.ratio), seed=args.seed,
@@ -54,3 +58,11 @@ def run(args: argparse.Namespace) -> int:
     Console(width=110).print(table)
     print(f"wrote {out / 'results.json'} and {out / 'towers.png'} ({results.duration_seconds / 60:.1f} min)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting_errors(PROG, run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

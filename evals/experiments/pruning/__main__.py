@@ -1,11 +1,15 @@
-"""``fastvision prune``: AutoBot and FTWT channel pruning on a ResNet and a VGG trained on scikit-learn's digits."""
+"""``python -m evals.experiments.pruning``: AutoBot and FTWT channel pruning on a ResNet and a VGG trained on
+scikit-learn's digits."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+
+from evals.experiments.command import run_reporting_errors
+
+PROG = "python -m evals.experiments.pruning"
 
 
 def _share(value: str) -> float:
@@ -22,13 +26,12 @@ def _mass(value: str) -> float:
     return number
 
 
-def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "prune",
-        help="Channel pruning (AutoBot to a MACs target, FTWT per input) on digits: accuracy vs MACs.",
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
         description="Train a ResNet- and a VGG-style network on scikit-learn's digits, prune each with AutoBot "
         "(arXiv 2111.09635) to a share of its MACs and with FTWT (arXiv 2110.08232) at activation-mass thresholds, "
-        "and write the harness's results JSON and a Pareto plot.",
+        "and write the harness's results JSON and a Pareto plot of accuracy against MACs.",
     )
     parser.add_argument("--networks", nargs="+", default=None, help="networks to prune (default: all)")
     parser.add_argument("--target", type=_share, default=None, help="AutoBot's MACs target as a share (default 0.5)")
@@ -37,14 +40,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="fastvision-prune", help="output folder (results.json, prune.png)")
     parser.add_argument("--quiet", action="store_true")
-    parser.set_defaults(run=run)
+    return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from fastvision.evals.pruning_experiment import (
+    from evals.experiments.pruning.experiment import (
         NETWORKS,
         QUICK,
         PruneRunSettings,
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     unknown = sorted(set(args.networks or ()) - set(NETWORKS))
     if unknown:
-        raise SystemExit(f"fastvision prune: unknown networks {unknown}; allowed: {', '.join(NETWORKS)}.")
+        raise SystemExit(f"{PROG}: unknown networks {unknown}; allowed: {', '.join(NETWORKS)}.")
     settings = QUICK if args.quick else PruneRunSettings()
     changes = {"networks": tuple(args.networks) if args.networks else None, "target": args.target,
                "thresholds": tuple(args.thresholds) if args.thresholds else None}  # fmt: skip
@@ -74,3 +77,11 @@ def run(args: argparse.Namespace) -> int:
     Console(width=110).print(table)
     print(f"wrote {out / 'results.json'} and {out / 'prune.png'} ({results.duration_seconds / 60:.1f} min)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting_errors(PROG, run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,8 +7,8 @@ here, the vision tower and projector are not what limits the bundled model: the 
 comparison. ``--balance`` makes a third of each batch the minority ("present") questions; ``--no-negations`` drops
 the negated questions ("is there not a red shape?", half of the yes/no ones), whose answer is the comparison flipped.
 
-``python -m fastvision.evals.easyvqa_text_check --steps 3000`` prints the held-out accuracy per question group every
-250 steps (about 3 minutes on one core).
+``python -m evals.experiments.easyvqa_probes text-check --steps 3000`` prints the held-out accuracy per question group
+every 250 steps (about 3 minutes on one core).
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     from fastvision.bundled import BUNDLED_MODEL
     from fastvision.bundled.build import build_model
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.experiments.easyvqa_probes text-check", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=2e-3, help="the bundled recipe's")
     parser.add_argument("--batch-size", type=int, default=48, help="the bundled recipe's")
@@ -124,7 +126,3 @@ def main(argv: list[str] | None = None) -> int:
             accuracy = score(model, test, tokenizer.pad_token_id)
             print(f"step {step + 1} ({time.perf_counter() - started:.0f} s): {accuracy}", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

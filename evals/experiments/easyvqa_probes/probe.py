@@ -1,10 +1,10 @@
 """Linear probes on a model's hidden state at the prompt's last position, for easy-VQA's yes/no colour questions:
 can each layer's state tell the image's colour, the colour the question names, and whether they match?
 
-``python -m fastvision.evals.easyvqa_probe [--model PATH] [--limit N]`` prints one row per layer. On a 1500-step
-bundled model it showed why "is there a red shape?" was answered by its majority class (issue #4): the image colour
-was readable after layer 3 (0.98) but the question's colour word never was (at most 0.24, chance 0.125). The shipped
-3000-step model reads the question's colour from layer 1 on.
+``python -m evals.experiments.easyvqa_probes probe [--model PATH] [--limit N]`` prints one row per layer. On a
+1500-step bundled model it showed why "is there a red shape?" was answered by its majority class (issue #4): the
+image colour was readable after layer 3 (0.98) but the question's colour word never was (at most 0.24, chance
+0.125). The shipped 3000-step model reads the question's colour from layer 1 on.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     from fastvision.cli.eval_cmd import load_model_for_eval
     from fastvision.evals.data import load_easyvqa
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.experiments.easyvqa_probes probe", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--model", default=None, help="default: the bundled model")
     parser.add_argument("--limit", type=int, default=6000, help="training-split questions to probe on")
     args = parser.parse_args(argv)
@@ -63,7 +65,3 @@ def main(argv: list[str] | None = None) -> int:
             scores.append(probe.score(features[split:], targets[split:]))
         print(f"layer {layer}: image colour {scores[0]:.3f}  question colour {scores[1]:.3f}  match {scores[2]:.3f}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

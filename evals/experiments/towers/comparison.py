@@ -6,7 +6,7 @@ the language model's share of the FLOPs is the same and the towers differ only i
 the harness's results JSON (``tower`` names the tower, FLOPs are of the whole model: tower, projector and language
 model) and one plot of accuracy against prefill GFLOPs.
 
-    fastvision eval-towers --out evals/results/towers
+    python -m evals.experiments.towers --out evals/experiments/towers/results
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def run_tower_comparison(settings: TowerRunSettings) -> Any:
             row.name = f"{name} {row.name}"
             rows.append(row)
     return EvalResults(
-        model="bundled easy-VQA LLaVA, vision towers swapped (fastvision eval-towers)",
+        model="bundled easy-VQA LLaVA, vision towers swapped (python -m evals.experiments.towers)",
         dataset={
             "name": "easy-vqa",
             "split": "test",

@@ -4,7 +4,7 @@ Both forms run the same input, interleaved within every repeat in rotating order
 over repeats of the paired per-repeat time ratios (shared machines are noisy, so no absolute time is compared across
 runs). The deployed outputs are checked against the training form's before timing.
 
-    python -m fastvision.evals.bench_backbones --out evals/results/bench_backbones_cpu.json
+    python -m fastvision.evals.benchmarks.bench_backbones --out evals/results/bench_backbones_cpu.json
 """
 
 from __future__ import annotations

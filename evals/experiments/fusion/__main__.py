@@ -1,4 +1,4 @@
-"""``fastvision eval-fusion``: early vs intermediate fusion on a small text-to-image experiment, on CPU."""
+"""``python -m evals.experiments.fusion``: early vs intermediate fusion on a small text-to-image experiment, on CPU."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import os
 import time
 from typing import Any
 
+from evals.experiments.command import run_reporting_errors
 
-def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "eval-fusion",
-        help="Train early- and intermediate-fusion U-ViTs on captioned shapes; alignment, Fréchet distance, cost.",
+PROG = "python -m evals.experiments.fusion"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
         description="The intermediate-fusion experiment (arXiv 2403.16530) at CPU scale: the same small U-ViT trained "
-        "with early fusion and with intermediate fusion (concat and cross), several seeds, the same steps.",
+        "with early fusion and with intermediate fusion (concat and cross), several seeds, the same steps; "
+        "alignment, Fréchet distance and cost.",
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run (fewer steps, 2 seeds)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run")
@@ -40,12 +44,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes training runs side by side, one thread each (default 2)")  # fmt: skip
     parser.add_argument("--out", default="fastvision-fusion", help="output folder (results.json, plots)")
-    parser.set_defaults(run=run)
+    return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastvision.evals.fusion_experiment import run_fusion_experiment
-    from fastvision.evals.fusion_report import write_fusion_report
+    from evals.experiments.fusion.experiment import run_fusion_experiment
+    from evals.experiments.fusion.report import write_fusion_report
 
     settings = settings_from(args)
     started = time.perf_counter()
@@ -64,7 +68,7 @@ def settings_from(args: argparse.Namespace) -> Any:
     """The experiment's settings from the command line, every value checked before any work starts."""
     import dataclasses
 
-    from fastvision.evals.fusion_experiment import QUICK, SHORT_NAMES, FusionRunSettings
+    from evals.experiments.fusion.experiment import QUICK, SHORT_NAMES, FusionRunSettings
 
     settings = QUICK if args.quick else FusionRunSettings()
     if args.steps is not None:
@@ -95,3 +99,11 @@ def settings_from(args: argparse.Namespace) -> Any:
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}.")
     return dataclasses.replace(settings, workers=workers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting_errors(PROG, run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

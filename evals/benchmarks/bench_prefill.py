@@ -7,7 +7,7 @@ ratios, since shared machines are noisy; on CPU one thread by default, which is 
 Targets (issue #2): prefill time ratio <= 1.03 x the FLOPs ratio (>= 0.97 of the ideal speed-up; FastV's eager code
 reaches about 0.73); ratio-0 overhead <= 1.01; decode not slower; KV-cache bytes reduced by the ideal fraction.
 
-    python -m fastvision.evals.bench_prefill --out evals/results/bench_prefill_cpu.json
+    python -m fastvision.evals.benchmarks.bench_prefill --out evals/results/bench_prefill_cpu.json
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``fastvision prune``: AutoBot and FTWT against the unpruned network on scikit-learn's digits (1,797 real 8x8 scans).
+"""``python -m evals.experiments.pruning``: AutoBot and FTWT against the unpruned network on scikit-learn's digits
+(1,797 real 8x8 scans).
 
 For a ResNet-style and a VGG-style network (``fastvision.pruning.models``): train the baseline; prune it with
 AutoBot (arXiv 2111.09635) to a share of its MACs, physically, and fine-tune; and train FTWT (arXiv 2110.08232) mask
@@ -112,7 +113,7 @@ def run_prune_experiment(settings: PruneRunSettings) -> Any:
             rows.append(_row(f"{network} FTWT r={threshold}", "ftwt", config, masked, test,
                              float(per_sample.mean()), full))  # fmt: skip
     return EvalResults(
-        model="digits CNNs (fastvision.pruning.models), pruned by fastvision prune",
+        model="digits CNNs (fastvision.pruning.models), pruned by python -m evals.experiments.pruning",
         dataset={"name": "scikit-learn digits", "split": f"{len(train_y)} train / {len(test_y)} test"},
         settings=rows,
         seed=settings.seed,

@@ -1,4 +1,5 @@
-"""``fastvision eval-seizure``: VSViG-Light trained on synthetic skeleton recordings, then run as a live detector.
+"""``python -m evals.experiments.seizure``: VSViG-Light trained on synthetic skeleton recordings, then run as a live
+detector.
 
 Training (VSViG: Xu et al., arXiv 2311.14775): random 3-second clips (30 frames at 10 fps) from the training
 recordings, rendered on the fly (``skeleton_data.py``), with the authors' soft labels and a binary cross-entropy loss.
@@ -19,9 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from evals.experiments.seizure.skeleton_data import CLIP_FRAMES, FPS, Recording, make_recordings, render_clips
 from fastvision.backbones import create_backbone
 from fastvision.backbones.seizure_rule import SeizureDecisionRule, score_alarms
-from fastvision.evals.skeleton_data import CLIP_FRAMES, FPS, Recording, make_recordings, render_clips
 
 
 @dataclass(frozen=True)

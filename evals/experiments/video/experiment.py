@@ -1,4 +1,5 @@
-"""``fastvision eval-video``: TRecViT against a full-attention ViViT on procedurally generated moving-shape videos.
+"""``python -m evals.experiments.video``: TRecViT against a full-attention ViViT on procedurally generated
+moving-shape videos.
 
 Two measurements (TRecViT: Pătrăucean et al., arXiv 2412.14294; ViViT: Arnab et al., arXiv 2103.15691):
 
@@ -7,9 +8,9 @@ Two measurements (TRecViT: Pătrăucean et al., arXiv 2412.14294; ViViT: Arnab e
    predictions also show how its accuracy grows with the frames it has seen.
 2. **What does it cost as clips grow?** For 8 to 128 frames: MACs per clip (counted), and the peak memory of a
    training step, of a whole-clip inference, and (TRecViT) of streaming the clip frame by frame, counted tensor by
-   tensor (``peak_memory.py``). ViViT is measured twice: with torch's default SDPA kernel, which on a CPU never
-   materialises the (T·N)² attention matrix, and with the plain "math" kernel, which does (as attention did when
-   the papers were written).
+   tensor (``fastvision.evals.benchmarks.peak_memory``). ViViT is measured twice: with torch's default SDPA kernel,
+   which on a CPU never materialises the (T·N)² attention matrix, and with the plain "math" kernel, which does (as
+   attention did when the papers were written).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from evals.experiments.video.moving_shapes import ACTIONS, FRAME_SIZE, make_videos
+from evals.experiments.video.vivit_baseline import ViViT
 from fastvision.backbones.trecvit import TRecViT, TRecViTConfig
-from fastvision.evals.moving_shapes import ACTIONS, FRAME_SIZE, make_videos
-from fastvision.evals.vivit_baseline import ViViT
 from fastvision.pruning.common import accuracy
 
 SMALL_TRECVIT = TRecViTConfig(width=64, depth=3, num_heads=4, mlp_dim=128, img_size=FRAME_SIZE, patch_size=8,
@@ -130,7 +131,7 @@ def count_macs(name: str, frames: int) -> int:
 
 def scaling_rows(settings: VideoRunSettings) -> list[dict[str, Any]]:
     """MACs per clip and peak memory per step for each clip length and model."""
-    from fastvision.evals.peak_memory import peak_memory_mib
+    from fastvision.evals.benchmarks.peak_memory import peak_memory_mib
 
     rows = []
     jobs = [(name, frames) for frames in settings.scaling_frames for name in MODELS]

@@ -1,0 +1,1 @@
+"""VSViG-Light on synthetic skeleton recordings with seizures, streamed through the decision rule."""

@@ -1,0 +1,1 @@
+"""TRecViT against a full-attention ViViT on procedurally generated moving-shape videos."""
