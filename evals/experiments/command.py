@@ -9,15 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Bad settings and missing extras are reported in one line with exit status 2, as the fastvision command does.
-REPORTED = (ValueError, NotImplementedError, ModuleNotFoundError, FileNotFoundError, ConnectionError)
+from fastvision.cli.main import REPORTED_ERRORS
 
 
 def run_reporting_errors(prog: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """``run(args)``; a reported error is printed as ``PROG: error: MESSAGE`` and returns 2."""
     try:
         return run(args)
-    except REPORTED as error:
+    except REPORTED_ERRORS as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
 

@@ -33,6 +33,10 @@ def _run_lm_eval(argv: list[str]) -> int:
         return 2
 
 
+# Bad settings and missing extras are reported in one line with exit status 2 (the studies' commands reuse this).
+REPORTED_ERRORS = (ValueError, NotImplementedError, ModuleNotFoundError, FileNotFoundError, ConnectionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["lm-eval"]:  # lm-eval parses its own arguments: pass them through untouched
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, NotImplementedError, ModuleNotFoundError, FileNotFoundError, ConnectionError) as error:
+    except REPORTED_ERRORS as error:
         print(f"fastvision {args.command}: error: {error}", file=sys.stderr)
         return 2
 
