@@ -1,7 +1,7 @@
 """Accuracy of a model on easy-VQA by question group: what shape, what colour, and yes/no questions about a colour or
 a shape that is present or absent (negations read: "is there not a red shape?" answered "no" asks about a present
 colour). ``python -m fastvision.evals.easyvqa_breakdown [--model PATH] [--limit N]`` prints the table; it is how the
-bundled model's remaining errors were located (README, "The bundled model")."""
+bundled model's remaining errors were located (docs/tasks.md, "The easy-VQA model")."""
 
 from __future__ import annotations
 

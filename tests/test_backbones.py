@@ -89,7 +89,7 @@ def test_params_and_macs_match_the_paper(name: str) -> None:
         assert row["deployed_params"] <= budget.params_m * 1e6 and row["macs"] <= budget.gmacs * 1e9
         return
     assert abs(row["params_ratio"] - 1) <= budget.params_tolerance, row
-    if name == "parameternet_600m":  # counting convention: see budgets.py and the README table
+    if name == "parameternet_600m":  # counting convention: see budgets.py and docs/backbones.md
         assert row["within_budget"] is False
         assert abs(row["macs_with_batchnorm"] / (budget.gmacs * 1e9) - 1) <= 0.01
     elif budget.gmacs is None:  # no published MACs (TRecViT): the parameters decide

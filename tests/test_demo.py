@@ -157,7 +157,7 @@ def test_real_browser_uploads_an_image_and_sees_both_answers_and_the_heatmap(
     server: str, questions: list[tuple[str, str, str]], tmp_path: Path
 ) -> None:
     """Debian's chromium driven by playwright (no browser download). FASTVISION_REQUIRE_BROWSER=1 (set by CI) turns
-    a missing browser into a failure; FASTVISION_SCREENSHOT=PATH keeps the screenshot (the README's)."""
+    a missing browser into a failure; FASTVISION_SCREENSHOT=PATH keeps the screenshot (the one docs/demo.md shows)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = _chromium()
     if executable is None:

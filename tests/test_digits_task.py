@@ -88,7 +88,7 @@ def test_bundled_digits_model_holds_its_measured_accuracy(bundled):
     """The shipped checkpoint's accuracy on the fixed subset, as measured (0.610 unpatched, counting 1.0).
 
     The task's targets (>= 0.85 unpatched, random pruning at K=2, R=0.9 at least 0.15 lower) are not met by this
-    checkpoint yet (README, "The digits task"); this holds what it does so that a regression shows.
+    checkpoint yet (docs/tasks.md, "The digits task"); this holds what it does so that a regression shows.
     """
     from fastvision.evals.vqa import exact_match_accuracy
 

@@ -182,6 +182,6 @@ def parameternet_300m(**kwargs: Any) -> ParameterNet:
     """ParameterNet-300M: GhostNet x1.3 with 4-expert dynamic convolutions.
 
     The authors' code defines only the 600M model. This one takes GhostNet's own x1.3 width (0.23G MACs static,
-    arXiv 1911.11907 Table 7) and makes it dynamic as the 600M model is; its measured budget is in the README table.
+    arXiv 1911.11907 Table 7) and makes it dynamic as the 600M model is; its measured budget is in docs/backbones.md.
     """
     return ParameterNet(width=1.3, **kwargs)

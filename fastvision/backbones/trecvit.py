@@ -15,7 +15,7 @@ classifier follows the official decoder: the CLS token of each frame → Linear(
 prediction a stream would show at that frame.
 
 Configurations follow big_vision's ViT names (Ti/S/B); B is width 768, depth 12, 12 heads, ≈137M parameters with
-the Kinetics-400 head (an estimate from the paper's layout; measured in the README table). Inputs are (B, T, 3, H, W).
+the Kinetics-400 head (an estimate from the paper's layout; measured in docs/backbones.md). Inputs are (B, T, 3, H, W).
 """
 
 from __future__ import annotations

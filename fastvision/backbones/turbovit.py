@@ -12,7 +12,7 @@ Our specification, and how it was derived:
 - Hiera's four-stage skeleton (Hiera-T: depths (1, 2, 7, 2), widths 96·2^i, 28M / 4.9G MACs). A block costs
   ≈12·d² parameters and ≈12·d²·N MACs (N tokens); at every stage N·d² is the same, ≈154M MACs per block at 64·2^i.
   Widths 64·2^i (heads 1, 2, 4, 8) with Hiera-T's depths measure 12.66M / 2.25G, just over the MAC bound, so stage 3
-  loses one block: depths (1, 2, 6, 2), measured in the README backbone table, inside both bounds.
+  loses one block: depths (1, 2, 6, 2), measured in docs/backbones.md, inside both bounds.
 - A 7x7 stride-4 convolutional patch embedding (Hiera's) to 56x56 tokens, with a learned positional embedding.
 - Mask-unit attention: stage 1 attends within 8x8-token mask units, stage 2 within 4x4 (the same image area after
   one pooling); stages 3 and 4 attend globally.

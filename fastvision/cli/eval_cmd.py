@@ -12,7 +12,7 @@ DEFAULT_KS = [1, 2, 3]
 DEFAULT_RATIOS = [0.0, 0.25, 0.5, 0.75, 0.9]
 DEFAULT_LIMIT = 2000
 TASK_NAMES = ("digits", "easyvqa")  # evals/bundled_tasks.py holds them; named here so --help needs no harness import
-# easy-VQA stays the default until the digits model meets its accuracy target (README: "The digits task").
+# easy-VQA stays the default until the digits model meets its accuracy target (docs/tasks.md, "The digits task").
 DEFAULT_TASK_NAME = "easyvqa"
 
 

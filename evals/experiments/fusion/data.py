@@ -44,7 +44,7 @@ def render(
     to 2 pixels) on a light canvas.
 
     The default shapes fill half the canvas's width, so a shape on the left may lose up to two columns at the edge.
-    Smaller shapes (radius 5 to 6) were harder to learn at CPU budgets (README, the fusion experiment)."""
+    Smaller shapes (radius 5 to 6) were harder to learn at CPU budgets (the study's README)."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
