@@ -18,6 +18,9 @@ from fastvision.demo.heatmap import kept_token_heatmap
 from fastvision.demo.inference import DemoEngine, DemoInputError
 from fastvision.fastv.config import SCORINGS
 
+BASELINES = tuple(scoring for scoring in SCORINGS if scoring not in ("last", "mean"))
+DEMO_METHODS = ("last", "mean", "dart", "divprune", *BASELINES)  # FastV's scorings, the other methods, baselines
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no usage pings to Gradio's servers
 
 INTRO = """# fastvision: FastV side by side
@@ -90,9 +93,9 @@ def _lenient(image: Any) -> Any:
 def build_demo(engine: DemoEngine, concurrency: int = 4, examples_folder: Path | None = None) -> Any:
     import gradio as gr
 
-    def compare(image: Any, question: str, k: float, ratio: float, scoring: str) -> tuple[Any, ...]:
+    def compare(image: Any, question: str, k: float, ratio: float, method: str) -> tuple[Any, ...]:
         try:
-            result = engine.compare(image, question, int(k), float(ratio), scoring)
+            result = engine.compare(image, question, int(k), float(ratio), method)
         except (DemoInputError, ValueError, TypeError) as error:
             raise gr.Error(str(error)) from None
         except Exception as error:  # never a traceback in the UI
@@ -111,7 +114,8 @@ def build_demo(engine: DemoEngine, concurrency: int = 4, examples_folder: Path |
                 k = gr.Slider(1, engine.num_layers - 1, value=min(2, engine.num_layers - 1), step=1,
                               label="K: prune after this layer")  # fmt: skip
                 ratio = gr.Slider(0.0, 0.95, value=0.5, step=0.05, label="ratio: fraction of image tokens dropped")
-                scoring = gr.Radio(list(SCORINGS), value="last", label="scoring")
+                method = gr.Radio(list(DEMO_METHODS), value="last", label="method: FastV's scoring (last, mean), DART, "
+                                  "DivPrune (before the LM), or a baseline (random, stride, pool)")  # fmt: skip
                 run = gr.Button("Compare", variant="primary", elem_id="run")
             with gr.Column():
                 with gr.Row():
@@ -124,7 +128,7 @@ def build_demo(engine: DemoEngine, concurrency: int = 4, examples_folder: Path |
         rows = example_images(examples_folder or Path(tempfile.mkdtemp(prefix="fastvision-demo-")))
         if rows:
             gr.Examples(rows, inputs=[image, question])
-        run.click(compare, inputs=[image, question, k, ratio, scoring],
+        run.click(compare, inputs=[image, question, k, ratio, method],
                   outputs=[baseline_answer, fastv_answer, summary, heatmap, numbers], api_name="compare",
                   concurrency_limit=concurrency)  # fmt: skip
     demo.queue(default_concurrency_limit=concurrency)

@@ -146,12 +146,18 @@ class DemoEngine:
         return ArmResult(answer.strip(), 1000 * statistics.median(times), int(flops))
 
     @torch.inference_mode()
-    def compare(self, image: Any, question: str, k: int, ratio: float, scoring: str = "last") -> Comparison:
+    def compare(self, image: Any, question: str, k: int, ratio: float, method: str = "last") -> Comparison:
+        """Answer unpatched and patched: ``method`` is a FastV scoring (``SCORINGS``), ``"dart"`` or ``"divprune"``."""
         question = check_question(question)
         image = open_image(image)
         if not 1 <= int(k) < self.num_layers:
             raise DemoInputError(f"K={k} is out of range for this model: allowed is 1 <= K < {self.num_layers}.")
-        config = fastvision.FastVConfig(k=int(k), ratio=float(ratio), scoring=scoring)
+        if method == "dart":
+            config: Any = fastvision.DARTConfig(k=int(k), ratio=float(ratio))
+        elif method == "divprune":  # prunes before the language model: K does not apply
+            config = fastvision.DivPruneConfig(ratio=float(ratio))
+        else:
+            config = fastvision.FastVConfig(k=int(k), ratio=float(ratio), scoring=method)
         inputs = self.encode(image, question)
         with self.pool.checkout() as model:
             baseline = self._arm(model, inputs)

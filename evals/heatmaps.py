@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 import fastvision
+from fastvision.evals.sweep import method_config
 
-METHOD_SCORINGS = {"fastv": "last", "random": "random", "stride": "stride", "pool": "pool"}
+HEATMAP_METHODS = ("fastv", "dart", "divprune", "random", "stride", "pool")
 
 
 def _kept_grids(model: Any, processor: Any, rows: dict[str, list], config: Any) -> list[np.ndarray]:
@@ -47,9 +48,9 @@ def kept_maps(
     rows = dataset[:]
     maps = {}
     for method in methods:
-        if method not in METHOD_SCORINGS:
-            raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(METHOD_SCORINGS)}.")
-        config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=METHOD_SCORINGS[method], seed=seed)
+        if method not in HEATMAP_METHODS:
+            raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(HEATMAP_METHODS)}.")
+        config = method_config(method, k, ratio, seed=seed)
         maps[method] = []
         for start in range(0, len(dataset), 64):
             chunk = {name: values[start : start + 64] for name, values in rows.items()}

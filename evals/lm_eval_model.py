@@ -26,10 +26,15 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.hf_vlms import HFMultimodalLM
 
 import fastvision
+from fastvision.dart.config import DARTConfig
+from fastvision.divprune.config import DivPruneConfig
 from fastvision.flops import measure_flops
 from fastvision.handle import get_handle
 
-FASTV_ARGUMENTS = ("fastv_k", "fastv_ratio", "fastv_scoring", "fastv_modality", "fastv_seed", "fastv_measure")
+FASTV_ARGUMENTS = ("fastv_method", "fastv_k", "fastv_ratio", "fastv_scoring", "fastv_modality", "fastv_seed",
+                   "fastv_measure")  # fmt: skip
+LM_EVAL_METHODS = ("fastv", "dart", "divprune")  # fastv_method: the token-reduction methods the engine runs
+FASTV_ONLY_ARGUMENTS = ("fastv_scoring", "fastv_seed")
 
 
 @dataclass
@@ -70,28 +75,43 @@ class CostLedger:
         return report
 
 
-def fastv_config_from_arguments(arguments: dict[str, Any]) -> tuple[fastvision.FastVConfig, bool]:
-    """The FastV config and the ``fastv_measure`` flag from model_args; unknown ``fastv_*`` keys are refused."""
+def fastv_config_from_arguments(arguments: dict[str, Any]) -> tuple[Any, bool]:
+    """The method's config and the ``fastv_measure`` flag from model_args; unknown ``fastv_*`` keys are refused.
+
+    ``fastv_method`` picks the method: ``fastv`` (the default; ``fastv_scoring`` picks FastV's ranking or a baseline)
+    ``dart`` (arXiv 2502.11494), which takes ``fastv_k``, ``fastv_ratio`` and ``fastv_modality``, or ``divprune``
+    (arXiv 2503.02175), which takes ``fastv_ratio`` and ``fastv_modality``.
+    """
     unknown = sorted(key for key in arguments if key.startswith("fastv_") and key not in FASTV_ARGUMENTS)
     if unknown:
         raise ValueError(f"Unknown fastvision model_args {unknown}; allowed: {', '.join(FASTV_ARGUMENTS)}.")
     measure = arguments.get("fastv_measure", True)
     if not isinstance(measure, bool):
         raise ValueError(f"fastv_measure must be true or false, got {measure!r}.")
-    config = fastvision.FastVConfig(
-        k=arguments.get("fastv_k", 2),
-        ratio=arguments.get("fastv_ratio", 0.5),
-        scoring=arguments.get("fastv_scoring", "last"),
-        modality=arguments.get("fastv_modality", "all"),
-        seed=arguments.get("fastv_seed", 0),
-    )
-    return config, measure
+    method = arguments.get("fastv_method", "fastv")
+    if method not in LM_EVAL_METHODS:
+        raise ValueError(f"fastv_method={method!r} is unknown; allowed: {', '.join(LM_EVAL_METHODS)}.")
+    common = {
+        "k": arguments.get("fastv_k", 2),
+        "ratio": arguments.get("fastv_ratio", 0.5),
+        "modality": arguments.get("fastv_modality", "all"),
+    }
+    if method != "fastv":
+        only = FASTV_ONLY_ARGUMENTS + (("fastv_k",) if method == "divprune" else ())
+        stray = [key for key in only if key in arguments]
+        if stray:
+            raise ValueError(f"{stray} do not apply to fastv_method={method} (DivPrune prunes before the LM: k=0).")
+        if method == "divprune":
+            return DivPruneConfig(ratio=common["ratio"], modality=common["modality"]), measure
+        return DARTConfig(**common), measure
+    scoring = arguments.get("fastv_scoring", "last")
+    return fastvision.FastVConfig(**common, scoring=scoring, seed=arguments.get("fastv_seed", 0)), measure
 
 
 @register_model("fastvision")
 class FastVisionLM(HFMultimodalLM):
-    """``hf-multimodal`` with FastV; model_args ``fastv_k``, ``fastv_ratio``, ``fastv_scoring``, ``fastv_modality``,
-    ``fastv_seed`` and ``fastv_measure`` on top of hf-multimodal's own."""
+    """``hf-multimodal`` with FastV (or DART); model_args ``fastv_method``, ``fastv_k``, ``fastv_ratio``,
+    ``fastv_scoring``, ``fastv_modality``, ``fastv_seed`` and ``fastv_measure`` on top of hf-multimodal's own."""
 
     def __init__(self, pretrained: Any, **kwargs: Any) -> None:
         fastv = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith("fastv_")}

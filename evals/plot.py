@@ -9,8 +9,8 @@ from fastvision.evals.results import EvalResults
 
 
 def pareto_plot(results: EvalResults, path: str | Path) -> Path:
-    """One line per K for FastV, one per baseline (random, stride, pool: each its own style), the unpatched model as a
-    star."""
+    """One line per K for FastV, one per other method (DART, random, stride, pool: each its own style), the unpatched
+    model as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,6 +43,8 @@ BASELINE_STYLES = {
     "random": ({"linestyle": "--", "marker": "x"}, "random pruning,"),
     "stride": ({"linestyle": ":", "marker": "s"}, "keep-by-position (stride),"),
     "pool": ({"linestyle": "-.", "marker": "D"}, "spatial pooling,"),
+    "dart": ({"linestyle": (0, (5, 1)), "marker": "^"}, "DART,"),
+    "divprune": ({"linestyle": (0, (3, 1, 1, 1)), "marker": "v"}, "DivPrune,"),
 }
 MIN_ACCURACY_SPAN = 0.05  # so that a few questions' difference does not fill the plot's height
 

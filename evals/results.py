@@ -21,8 +21,8 @@ class SettingResult:
     """One row of a sweep: the unpatched model, FastV at (k, ratio), or random pruning at the same ratio."""
 
     name: str
-    method: str  # "unpatched", "fastv", or a baseline: "random", "stride" or "pool"
-    config: dict[str, Any] | None  # FastVConfig.to_dict(), None for the unpatched model
+    method: str  # "unpatched", "fastv", "dart", or a baseline: "random", "stride" or "pool"
+    config: dict[str, Any] | None  # the method config's to_dict(), None for the unpatched model
     accuracy: float
     correct: int
     questions: int

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 import fastvision
+from fastvision.dart.config import DARTConfig
+from fastvision.divprune.config import DivPruneConfig
 from fastvision.evals.results import SettingResult
 from fastvision.evals.vqa import encode_batch, normalize_answer, predict_answers
 from fastvision.flops import measure_flops
@@ -28,7 +30,25 @@ from fastvision.flops import measure_flops
 class Setting:
     name: str
     method: str
-    config: fastvision.FastVConfig | None
+    config: Any  # the method's config (FastVConfig, DARTConfig), None for the unpatched model
+
+
+# What --methods may name: FastV at every (k, ratio); the others at the middle k, at each ratio > 0.
+SWEEP_METHODS = ("fastv", "dart", "divprune", "random", "stride", "pool")
+BASELINE_SCORINGS = ("random", "stride", "pool")  # FastV engine scorings that rank without attention
+
+
+def method_config(method: str, k: int, ratio: float, scoring: str = "last", seed: int = 0) -> Any:
+    """The config one sweep row of ``method`` patches with."""
+    if method == "fastv":
+        return fastvision.FastVConfig(k=k, ratio=ratio, scoring=scoring)
+    if method == "dart":
+        return DARTConfig(k=k, ratio=ratio)
+    if method == "divprune":  # before the language model, whatever k the sweep's other methods use
+        return DivPruneConfig(ratio=ratio)
+    if method in BASELINE_SCORINGS:
+        return fastvision.FastVConfig(k=k, ratio=ratio, scoring=method, seed=seed)
+    raise ValueError(f"Unknown sweep method {method!r}; allowed: {', '.join(SWEEP_METHODS)}.")
 
 
 def sweep_settings(
@@ -39,25 +59,32 @@ def sweep_settings(
     seed: int = 0,
     stride_baseline: bool = False,
     pool_baseline: bool = False,
+    methods: list[str] | None = None,
 ) -> list[Setting]:
-    """The unpatched model, FastV for every (k, ratio), and the baselines (at the middle k) for each ratio > 0:
-    random pruning, and optionally keep-by-position (``scoring="stride"``) and spatial pooling (``scoring="pool"``),
-    at the same kept-token counts."""
+    """The unpatched model, FastV for every (k, ratio), and every other method at the middle k for each ratio > 0,
+    at the same kept-token counts.
+
+    ``methods`` names them (``SWEEP_METHODS``); without it, FastV, random pruning and optionally keep-by-position
+    (``scoring="stride"``) and spatial pooling (``scoring="pool"``)."""
+    if methods is None:
+        wanted = {"random": random_baseline, "stride": stride_baseline, "pool": pool_baseline}
+        methods = ["fastv", *(method for method, chosen in wanted.items() if chosen)]
+    unknown = [method for method in methods if method not in SWEEP_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"Unknown sweep method(s) {unknown or methods}; allowed: {', '.join(SWEEP_METHODS)}.")
     settings = [Setting("unpatched", "unpatched", None)]
-    for k in ks:
-        for ratio in ratios:
-            config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=scoring)
-            settings.append(Setting(f"fastv K={k} R={ratio:g}", "fastv", config))
-    # Each baseline is the FastV scoring of its name: random noise, evenly spaced positions, 2-D grid-bin averages.
-    chosen = {"random": random_baseline, "stride": stride_baseline, "pool": pool_baseline}
+    if "fastv" in methods:
+        for k in ks:
+            for ratio in ratios:
+                settings.append(Setting(f"fastv K={k} R={ratio:g}", "fastv", method_config("fastv", k, ratio, scoring)))
     k = 2 if 2 in ks else ks[len(ks) // 2]
-    for method, wanted in chosen.items():
-        if not wanted:
+    for method in dict.fromkeys(methods):
+        if method == "fastv":
             continue
         for ratio in ratios:
             if ratio > 0:
-                config = fastvision.FastVConfig(k=k, ratio=ratio, scoring=method, seed=seed)
-                settings.append(Setting(f"{method} K={k} R={ratio:g}", method, config))
+                config = method_config(method, k, ratio, seed=seed)
+                settings.append(Setting(f"{method} K={config.stages[0][0]} R={ratio:g}", method, config))
     return settings
 
 

@@ -2,14 +2,17 @@
 
 ``fastvision.patch(model, k=2, ratio=0.5)`` applies FastV visual-token pruning (arXiv 2403.06764) to a stock
 transformers VLM in place; ``fastvision.unpatch(model)`` restores it exactly. The config's type picks the method:
-``fastvision.patch(model, FastVConfig(...))`` or ``fastvision.patch(uvit, FusionConfig(...))`` (intermediate fusion,
-arXiv 2403.16530). ``fastvision.swap_vision_tower`` and ``fastvision.reparameterize`` work with the bundled
-backbones (``fastvision.backbones``). Importing this package does not import gradio, lm-eval or datasets.
+``fastvision.patch(model, FastVConfig(...))``, ``fastvision.patch(model, DARTConfig(...))`` (DART, arXiv 2502.11494)
+or ``fastvision.patch(uvit, FusionConfig(...))`` (intermediate fusion, arXiv 2403.16530).
+``fastvision.swap_vision_tower`` and ``fastvision.reparameterize`` work with the bundled backbones
+(``fastvision.backbones``). Importing this package does not import gradio, lm-eval or datasets.
 """
 
 from fastvision.api import is_patched, kept_tokens, patch, patch_config, patched, unpatch
 from fastvision.backbones.reparam import reparameterize
 from fastvision.backbones.vlm import swap_vision_tower
+from fastvision.dart.config import DARTConfig
+from fastvision.divprune.config import DivPruneConfig
 from fastvision.fastv.compat import TransformersCompatibilityError, UntestedTransformersWarning
 from fastvision.fastv.config import FastVConfig
 from fastvision.fastv.record import KeptTokens
@@ -19,6 +22,8 @@ from fastvision.registry import supported_model_types
 __version__ = "0.1.0"
 
 __all__ = [
+    "DARTConfig",
+    "DivPruneConfig",
     "FastVConfig",
     "FusionConfig",
     "KeptTokens",

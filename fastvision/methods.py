@@ -20,7 +20,12 @@ from torch import nn
 from fastvision.handle import HANDLE_ATTRIBUTE, PatchHandle, get_handle, set_attribute
 
 # The built-in methods register themselves when imported; they are imported on first use (cheap ``import fastvision``).
-BUILTIN_METHOD_MODULES = ("fastvision.fastv.method", "fastvision.fusion.method")
+BUILTIN_METHOD_MODULES = (
+    "fastvision.fastv.method",
+    "fastvision.dart.method",
+    "fastvision.divprune.method",
+    "fastvision.fusion.method",
+)
 
 
 @dataclass(frozen=True)
@@ -74,15 +79,33 @@ def method_for_config(config: Any) -> Method:
     raise TypeError(f"fastvision.patch takes a method config ({allowed}) or keywords, got {config!r}{hint}.")
 
 
+def method_key(method: Method) -> str:
+    """The name ``method=`` selects ``method`` by: its config type's ``method`` attribute ("fastv", "dart", ...)."""
+    return str(getattr(method.config_type, "method", method.name))
+
+
+def method_named(name: object) -> Method:
+    """The registered method ``method=name`` selects, or a ValueError listing the names."""
+    for method in registered_methods():
+        if method_key(method) == name:
+            return method
+    names = ", ".join(repr(method_key(method)) for method in registered_methods())
+    raise ValueError(f"fastvision.patch method={name!r} is unknown; allowed: {names}.")
+
+
 def config_from_keywords(model: nn.Module, options: dict[str, Any]) -> Any:
     """The config of the keyword form ``patch(model, **options)``.
 
-    The method is the one that claims ``model`` (a U-ViT takes fusion) or else the one whose keywords ``options``
-    use most (FastV on a tie, and with no keywords at all). Keywords of another method, or of none, are an error.
+    The method is the one ``method=`` names (``patch(model, method="dart", k=2, ratio=0.5)``), else the one that
+    claims ``model`` (a U-ViT takes fusion), else the one whose keywords ``options`` use most (FastV on a tie, and
+    with no keywords at all). Keywords of another method, or of none, are an error.
     """
     methods = registered_methods()
+    options = dict(options)
     claimed = [method for method in methods if method.claims(model)]
-    if claimed:
+    if "method" in options:
+        method = method_named(options.pop("method"))
+    elif claimed:
         method = claimed[0]
     else:
         method = max(methods, key=lambda candidate: len(set(options) & set(candidate.keywords)))

@@ -67,8 +67,20 @@ def server(engine: DemoEngine, tmp_path_factory: pytest.TempPathFactory) -> Iter
         demo.close()
 
 
-def _ask(client: Client, path: str, question: str, k: int = 2, ratio: float = 0.5) -> tuple[Any, ...]:
-    return client.predict(handle_file(path), question, k, ratio, "last", api_name="/compare")
+def _ask(
+    client: Client, path: str, question: str, k: int = 2, ratio: float = 0.5, method: str = "last"
+) -> tuple[Any, ...]:
+    return client.predict(handle_file(path), question, k, ratio, method, api_name="/compare")
+
+
+@pytest.mark.parametrize("method", ["dart", "divprune"])
+def test_the_method_selector_runs_the_other_methods(
+    server: str, engine: DemoEngine, questions: list[tuple[str, str, str]], method: str
+) -> None:
+    path, question, _ = questions[0]
+    *_, numbers = _ask(Client(server, verbose=False), path, question, ratio=0.75, method=method)
+    assert numbers["config"]["method"] == method and numbers["kept_image_tokens"] == 36
+    assert numbers["kept_positions"] == engine.compare(path, question, 2, 0.75, method).kept_positions
 
 
 def test_demo_binds_to_localhost(server: str) -> None:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import fastvision
 from fastvision.bundled import BUNDLED_MODEL
 from fastvision.cli.main import main
 from fastvision.evals.data import easyvqa_answers, load_easyvqa
@@ -88,6 +89,22 @@ def test_eval_smoke_sweep_writes_results_and_plot(tmp_path, capsys):
     assert "fastv K=2 R=0.5" in capsys.readouterr().out
 
 
+def test_eval_methods_flag_sweeps_the_named_methods_at_equal_token_counts(tmp_path):
+    out = tmp_path / "run"
+    args = ["eval", "--task", "digits", "--limit", "8", "--k", "2", "--ratio", "0.75", "--batch-size", "8"]
+    assert main([*args, "--methods", "fastv,dart,divprune,pool", "--out", str(out), "--quiet"]) == 0
+    results = EvalResults.from_json(out / "results.json")
+    by_name = {row.name: row for row in results.settings}
+    assert list(by_name) == ["unpatched", "fastv K=2 R=0.75", "dart K=2 R=0.75", "divprune K=0 R=0.75",
+                             "pool K=2 R=0.75"]  # fmt: skip
+    # DivPrune prunes before the language model, so it costs less than any method pruning after layer 2.
+    assert by_name["divprune K=0 R=0.75"].relative_flops < by_name["pool K=2 R=0.75"].relative_flops
+    assert by_name["dart K=2 R=0.75"].config == fastvision.DARTConfig(k=2, ratio=0.75).to_dict()
+    assert {row.kept_image_tokens for name, row in by_name.items() if name != "unpatched"} == {36}
+    assert by_name["dart K=2 R=0.75"].relative_flops < 1.0
+    assert (out / "pareto.png").exists()
+
+
 def test_results_round_trip_and_reject_foreign_files(tmp_path):
     out = tmp_path / "run"
     assert (
@@ -113,6 +130,8 @@ def test_results_round_trip_and_reject_foreign_files(tmp_path):
         (["--model", "/nonexistent/model"], "Cannot load model"),
         (["--task", "easyvqa", "--split", "val"], "Unknown easy-VQA split"),
         (["--limit", "-1"], "--limit must be >= 0"),
+        (["--methods", "fastv,visionzap"], "Unknown sweep method(s) ['visionzap']; allowed: fastv, dart"),
+        (["--methods", "fastv", "--pool"], "Pass either --methods or --no-random/--stride/--pool"),
     ],
 )
 def test_eval_bad_input_fails_before_work(args, message, tmp_path, capsys):

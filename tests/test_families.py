@@ -6,6 +6,10 @@ import pytest
 import torch
 
 import fastvision
+from fastvision.dart.config import DARTConfig
+from fastvision.dart.selection import dart_similarity_macs
+from fastvision.divprune.config import DivPruneConfig
+from fastvision.divprune.selection import divprune_macs
 from fastvision.fastv.engine import FastVEngine
 from fastvision.flops import DecoderShape, fastv_prefill_macs, measure_flops
 from tests.families import FAMILIES, IMAGE, VIDEO, batch
@@ -14,10 +18,36 @@ from tests.test_fastv_llava import hook_snapshot
 pytestmark = pytest.mark.engine
 
 
+# Every token-reduction method that runs on the engine passes the same matrix.
+METHODS = {
+    "fastv": lambda ratio: fastvision.FastVConfig(k=2, ratio=ratio),
+    "dart": lambda ratio: DARTConfig(k=2, ratio=ratio),
+    "divprune": lambda ratio: DivPruneConfig(ratio=ratio),  # before the language model: layer 0 is pruned too
+}
+
+
+REFUSED = {("qwen3_vl", "divprune")}  # deepstack features enter Qwen3-VL's first layers: nothing prunes before them
+
+
+@pytest.fixture(params=sorted(METHODS))
+def method(request, family_model):
+    if (family_model[0].name, request.param) in REFUSED:
+        pytest.skip(f"{request.param} is refused on {family_model[0].name} (test_refused_pairs_fail_at_patch_time)")
+    return METHODS[request.param]
+
+
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family_model(request):
     family = FAMILIES[request.param]
     return family, family.make()
+
+
+def test_refused_pairs_fail_at_patch_time():
+    model = FAMILIES["qwen3_vl"].make()
+    hooks = hook_snapshot(model)
+    with pytest.raises(ValueError, match=r"so DivPrune needs k >= 2; prunes before the language model \(k=0\)"):
+        fastvision.patch(model, METHODS["divprune"](0.5))
+    assert not fastvision.is_patched(model) and hook_snapshot(model) == hooks
 
 
 def _rows(family):
@@ -34,16 +64,16 @@ def _greedy(model, inputs, steps=3):
 
 
 @torch.no_grad()
-def test_ratio_zero_and_unpatch_are_bit_identical(family_model):
+def test_ratio_zero_and_unpatch_are_bit_identical(family_model, method):
     family, model = family_model
     inputs = batch(family, model, _rows(family))
     baseline = model(**inputs).logits
     tokens, logits = _greedy(model, inputs)
     hooks = hook_snapshot(model)
-    with fastvision.patched(model, k=2, ratio=0.0):
+    with fastvision.patched(model, method(ratio=0.0)):
         assert torch.equal(model(**inputs).logits, baseline)
         assert torch.equal(_greedy(model, inputs)[0], tokens)
-    fastvision.patch(model, k=2, ratio=0.75)
+    fastvision.patch(model, method(ratio=0.75))
     model(**inputs)
     record = fastvision.kept_tokens(model)
     assert [n - n * 3 // 4 for n in record.num_visual_tokens] == record.num_kept_visual_tokens
@@ -56,10 +86,10 @@ def test_ratio_zero_and_unpatch_are_bit_identical(family_model):
 
 
 @torch.no_grad()
-def test_batched_rows_equal_single_runs(family_model):
+def test_batched_rows_equal_single_runs(family_model, method):
     family, model = family_model
     rows = _rows(family)
-    with fastvision.patched(model, k=2, ratio=0.5):
+    with fastvision.patched(model, method(ratio=0.5)):
         batched, batched_logits = _greedy(model, batch(family, model, rows))
         counts = fastvision.kept_tokens(model).num_kept_visual_tokens
         for index, row in enumerate(rows):
@@ -73,12 +103,18 @@ def test_batched_rows_equal_single_runs(family_model):
 @torch.no_grad()
 @pytest.mark.parametrize(
     "config",
-    [fastvision.FastVConfig(k=2, ratio=0.5), fastvision.FastVConfig(schedule=[(2, 0.5), (3, 0.5)])],
-    ids=["fastv", "schedule"],
+    [
+        fastvision.FastVConfig(k=2, ratio=0.5),
+        fastvision.FastVConfig(schedule=[(2, 0.5), (3, 0.5)]),
+        DARTConfig(k=2, ratio=0.5),
+    ],
+    ids=["fastv", "schedule", "dart"],
 )
 def test_cached_generation_equals_recomputation(family_model, config, monkeypatch):
     """generate's cached decode equals a no-cache forward over prompt + generated tokens with the same kept set."""
     family, model = family_model
+    if (family.name, config.method) in REFUSED:
+        pytest.skip(f"{config.method} is refused on {family.name} (test_refused_pairs_fail_at_patch_time)")
     inputs = batch(family, model, _rows(family))
     prompt = inputs["input_ids"].shape[1]
     with fastvision.patched(model, config):
@@ -111,7 +147,7 @@ def _generation_positions(model, inputs):
 
 
 @torch.no_grad()
-def test_measured_language_flops_equal_analytic(family_model):
+def test_measured_language_flops_equal_analytic(family_model, method):
     family, model = family_model
     inputs = batch(family, model, [([5, 6], ["image"], [7, 8, 9])])
     inputs.pop("attention_mask")
@@ -120,10 +156,16 @@ def test_measured_language_flops_equal_analytic(family_model):
     names = {module: name for name, module in model.named_modules()}
     language = names[model.model.language_model]
     shape = DecoderShape.from_config(model.config.text_config)
-    with fastvision.patched(model, k=2, ratio=0.5):
+    config = method(ratio=0.5)
+    with fastvision.patched(model, config):
         report, _ = measure_flops(lambda: model(**inputs, logits_to_keep=1))
-    kept = tokens - fastvision.FastVConfig(ratio=0.5).num_dropped(images)
-    analytic = 2 * fastv_prefill_macs(shape, tokens, k=2, kept_tokens=kept)
+    kept = tokens - config.num_dropped(images)
+    k = config.stages[0][0]
+    analytic = 2 * fastv_prefill_macs(shape, tokens, k=k, kept_tokens=kept, scoring=config.scoring)
+    if config.scoring == "dart":  # the cosine similarities of the image candidates to 4 image + 3 text pivots
+        analytic += 2 * dart_similarity_macs(images - 4, shape.hidden, 4 + 3)
+    if config.scoring == "divprune":  # the pairwise cosine similarities of the image tokens
+        analytic += 2 * divprune_macs(images, shape.hidden)
     assert report.module(language) + report.module("lm_head") == analytic
 
 

@@ -133,6 +133,9 @@ def test_disk_offloaded_device_map_gives_the_same_results(plain_run: dict[str, A
         ({"fastv_k": 0}, "k"),
         ({"fastv_scoring": "best"}, "scoring"),
         ({"fastv_kk": 2}, "Unknown fastvision model_args ['fastv_kk']"),
+        ({"fastv_method": "tome"}, "fastv_method='tome' is unknown; allowed: fastv, dart, divprune"),
+        ({"fastv_method": "dart", "fastv_scoring": "mean"}, "do not apply to fastv_method=dart"),
+        ({"fastv_method": "divprune", "fastv_k": 2}, "['fastv_k'] do not apply to fastv_method=divprune"),
         ({"fastv_measure": "yes"}, "fastv_measure must be true or false"),
     ],
 )
@@ -160,3 +163,14 @@ def test_task_folder_is_added_next_to_a_users_include_path(tmp_path: Path) -> No
     assert args.command == "run"  # lm-eval's legacy form, no sub-command, still means "run"
     assert args.include_path == [str(tasks_folder()), str(tmp_path)]
     assert args.tasks == ["easyvqa"] and args.model == "fastvision"
+
+
+def test_fastv_method_selects_dart_and_divprune() -> None:
+    from fastvision.evals.lm_eval_model import FastVisionLM, fastv_config_from_arguments
+
+    config, measure = fastv_config_from_arguments({"fastv_method": "dart", "fastv_k": 2, "fastv_ratio": 0.75})
+    assert config == fastvision.DARTConfig(k=2, ratio=0.75) and measure
+    model = FastVisionLM(pretrained=str(BUNDLED_MODEL), device="cpu", fastv_method="dart", fastv_ratio=0.75)
+    assert fastvision.patch_config(model.model) == fastvision.DARTConfig(k=2, ratio=0.75)
+    config, _ = fastv_config_from_arguments({"fastv_method": "divprune", "fastv_ratio": 0.9})
+    assert config == fastvision.DivPruneConfig(ratio=0.9)

@@ -11,6 +11,8 @@ from torch import nn
 import fastvision
 import fastvision.patches.fusion.uvit as uvit_patch
 from fastvision import FastVConfig, FusionConfig
+from fastvision.dart.config import DARTConfig
+from fastvision.divprune.config import DivPruneConfig
 from fastvision.handle import set_attribute
 from fastvision.methods import _METHODS, Method, register_method, registered_methods
 from fastvision.testing import llava_prompt, tiny_llava
@@ -35,7 +37,8 @@ def llava_and_inputs() -> tuple[nn.Module, dict[str, torch.Tensor]]:
 
 
 def test_the_builtin_methods_are_selected_by_config_type() -> None:
-    assert [method.config_type for method in registered_methods()][:2] == [FastVConfig, FusionConfig]
+    builtin = [FastVConfig, DARTConfig, DivPruneConfig, FusionConfig]
+    assert [method.config_type for method in registered_methods()][:4] == builtin
 
 
 def test_a_config_object_and_its_keyword_form_patch_the_same(llava_and_inputs, uvit_and_inputs) -> None:
@@ -57,7 +60,12 @@ def test_a_config_object_and_its_keyword_form_patch_the_same(llava_and_inputs, u
 @pytest.mark.parametrize(
     ("config", "options", "message"),
     [
-        ({"k": 2}, {}, r"takes a method config \(FastVConfig, FusionConfig.*FastVConfig\.from_dict\(d\)"),
+        (
+            {"k": 2},
+            {},
+            r"takes a method config \(FastVConfig, DARTConfig, DivPruneConfig, FusionConfig.*"
+            r"FastVConfig\.from_dict\(d\)",
+        ),
         (0.5, {}, r"takes a method config .* got 0\.5"),
         (None, {"kk": 2}, r"Unknown options \['kk'\] do not apply to FastV \(k, ratio"),
         (None, {"k": 2, "v": 1}, r"intermediate fusion options \['v'\] do not apply to FastV"),

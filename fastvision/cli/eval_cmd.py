@@ -43,6 +43,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--pool", action="store_true", help="add spatial-pooling baseline rows (image tokens averaged on their grid)"
     )
+    parser.add_argument("--methods", default=None, help="comma-separated methods to sweep, replacing --no-random, "
+                        "--stride and --pool: fastv (every K and ratio), dart, random, stride, pool (each at the "
+                        "middle K, for each ratio > 0), divprune (before the language model: K=0); e.g. "
+                        "fastv,dart,divprune,random,pool")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="fastvision-eval", help="output folder (results.json, pareto.png)")
@@ -122,9 +126,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 0:
         raise ValueError(f"--limit must be >= 0 (0 = the whole split), got {args.limit}.")
-    settings = sweep_settings(  # validates k and ratio
+    methods = None
+    if args.methods is not None:
+        if args.no_random or args.stride or args.pool:
+            raise ValueError("Pass either --methods or --no-random/--stride/--pool, not both.")
+        methods = [method.strip() for method in args.methods.split(",") if method.strip()]
+    settings = sweep_settings(  # validates k, ratio and the methods
         args.k, args.ratio, args.scoring, not args.no_random, args.seed, stride_baseline=args.stride,
-        pool_baseline=args.pool,
+        pool_baseline=args.pool, methods=methods,
     )  # fmt: skip
     task = _resolve_task(args)
     dataset_name = args.dataset if task is None else task.name

@@ -22,16 +22,18 @@ def dropped_count(ratio: float, num_tokens: int) -> int:
     return math.floor(round(ratio * num_tokens, 9))
 
 
-def _check_stage(k: object, ratio: object, where: str) -> None:
+def check_stage(k: object, ratio: object, where: str, method: str = "FastV") -> None:
+    """Refuse a pruning layer ``k`` below 1 or a ``ratio`` outside [0, 1), naming the method and the value."""
     if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"FastV {where}k must be an int, got {k!r} ({type(k).__name__}).")
+        raise TypeError(f"{method} {where}k must be an int, got {k!r} ({type(k).__name__}).")
     if k < 1:
-        raise ValueError(f"FastV {where}k={k} is out of range: k must be >= 1 (layers 0..k-1 see every token).")
+        raise ValueError(f"{method} {where}k={k} is out of range: k must be >= 1 (layers 0..k-1 see every token).")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-        raise TypeError(f"FastV {where}ratio must be a number, got {ratio!r} ({type(ratio).__name__}).")
+        raise TypeError(f"{method} {where}ratio must be a number, got {ratio!r} ({type(ratio).__name__}).")
     if not (math.isfinite(ratio) and 0.0 <= ratio < 1.0):
         raise ValueError(
-            f"FastV {where}ratio={ratio!r} is out of range: allowed is 0 <= ratio < 1 (1 would leave no image token)."
+            f"{method} {where}ratio={ratio!r} is out of range: allowed is 0 <= ratio < 1 (1 would leave no image "
+            "token)."
         )
 
 
@@ -88,7 +90,7 @@ class FastVConfig:
             if not stages or any(len(stage) != 2 for stage in stages):
                 raise ValueError(f"FastV schedule={self.schedule!r} must be a non-empty list of (layer, ratio) pairs.")
             for index, (k, ratio) in enumerate(stages):
-                _check_stage(k, ratio, f"schedule[{index}] ")
+                check_stage(k, ratio, f"schedule[{index}] ")
             layers = [k for k, _ in stages]
             if any(b <= a for a, b in itertools.pairwise(layers)):
                 raise ValueError(f"FastV schedule layers {layers} must be strictly increasing.")
@@ -110,7 +112,7 @@ class FastVConfig:
             object.__setattr__(self, "k", 2)
         if self.ratio is None:
             object.__setattr__(self, "ratio", 0.5)
-        _check_stage(self.k, self.ratio, "")
+        check_stage(self.k, self.ratio, "")
         if self.scoring not in SCORINGS:
             raise ValueError(f"FastV scoring={self.scoring!r} is unknown; allowed: {', '.join(SCORINGS)}.")
         if self.scoring == "pool" and len(self.stages) > 1:

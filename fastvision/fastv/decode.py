@@ -34,7 +34,7 @@ def check_cache_lengths(
 
     ``past`` is layer 0's length (never pruned). With no recorded state, every layer must hold as many as layer 0.
     """
-    for layer in range(stage_layers[0], num_layers):
+    for layer in range(max(stage_layers[0], 1), num_layers):  # a layer-0 stage keeps layer 0 prompt-long
         actual = cache.get_seq_length(layer)
         if state is None:
             expected = past

@@ -18,7 +18,6 @@ attention registry) is resolved at patch time by :mod:`fastvision.fastv.compat`,
 from __future__ import annotations
 
 import bisect
-import copy
 import functools
 import threading
 import weakref
@@ -34,17 +33,19 @@ from fastvision.fastv.adapter import VLMAdapter
 from fastvision.fastv.compat import check_layer_call, has_new_media, resolve_internals
 from fastvision.fastv.config import FastVConfig, dropped_count
 from fastvision.fastv.decode import DecodeState, check_cache_lengths, decode_mask
-from fastvision.fastv.gather import causal_mask, gather_square_mask, gather_tokens
-from fastvision.fastv.guards import guard_generate, refuse_labels
+from fastvision.fastv.gather import gather_tokens, map_hidden_states, prefill_mask
+from fastvision.fastv.guards import check_dynamic_cache, check_sliding_window, guard_generate, refuse_labels
+from fastvision.fastv.hidden_site import (
+    BEFORE_LAYER_ZERO_SCORINGS,
+    HIDDEN_STATE_SCORINGS,
+    dart_selection,
+    divprune_scores,
+    key_norms,
+)
+from fastvision.fastv.layer_zero import cache_in, check_inflated, inflate_layer_zero, layer_zero_decode_mask
 from fastvision.fastv.pooling import merge_tokens, pool_groups
 from fastvision.fastv.record import KeptTokens, record_stages
-from fastvision.fastv.scoring import (
-    ATTENTION_NAME,
-    ScoringSite,
-    attach_site,
-    attention_received,
-    register_scoring_attention,
-)
+from fastvision.fastv.scoring import attention_received, register_scoring_attention, route_scoring
 from fastvision.fastv.selection import StageSelection, compose, select_tokens, stride_scores
 from fastvision.handle import PatchHandle, set_attribute
 
@@ -64,6 +65,10 @@ class ForwardContext:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, L) placeholder positions per modality
     noise: torch.Generator | None = None  # scoring="random": seeded per forward, so a request is reproducible
     pool_group: torch.Tensor | None = None  # scoring="pool": (B, L) position carrying each token's bin mean
+    pivot_norms: torch.Tensor | None = None  # DART: (B, L) key norms at layer k-1, until layer k's input selects
+    pending_drops: list[int] = field(default_factory=list)
+    restore_cache: Callable[[], None] | None = None  # layer 0 pruned: undoes the cache wrapper once layer 0 ran
+    inflated: Any = None  # ... and the cache it wrapped
     memo: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)
 
     def memoized(self, stage: int, original: Any, build: Callable[[Any], Any]) -> Any:
@@ -96,7 +101,7 @@ class FastVEngine:
         self.internals = resolve_internals(
             self.multimodal,
             list(self.layers),
-            [adapter.attention_module(self.layers[k - 1]) for k in self.stage_layers],
+            [adapter.attention_module(self.layers[k - 1]) for k in self.stage_layers if k > 0],
             self.text_config._attn_implementation,
         )
         self._local = threading.local()
@@ -106,7 +111,11 @@ class FastVEngine:
     def install(self, handle: PatchHandle) -> None:
         register_scoring_attention()
         for stage, k in enumerate(self.stage_layers):
-            self._route_scoring(handle, self.adapter.attention_module(self.layers[k - 1]), stage)
+            if k > 0 and self.config.scoring not in BEFORE_LAYER_ZERO_SCORINGS:
+                module, observer = self.adapter.attention_module(self.layers[k - 1]), self._observe_scoring
+                route_scoring(handle, module, functools.partial(observer, stage), self.internals.eager_attention)
+        if self.stage_layers[0] == 0:  # pruned before the language model: layer 0's cache is spread back out
+            self._register(handle, self.layers[0].register_forward_hook(self._after_layer_zero, always_call=True))
         # prepend: the context is pushed before any other pre-hook can raise, so the always-called end hook that pops
         # it is balanced whichever pre-hook fails.
         begin = self.multimodal.register_forward_pre_hook(self._begin_forward, with_kwargs=True, prepend=True)
@@ -116,7 +125,8 @@ class FastVEngine:
         )
         for index in range(self.stage_layers[0], len(self.layers)):
             stage = bisect.bisect_right(self.stage_layers, index) - 1
-            hook = functools.partial(self._layer_pre_hook, stage=stage, first=index == self.stage_layers[stage])
+            hook = functools.partial(self._layer_pre_hook, stage=stage, first=index == self.stage_layers[stage],
+                                     index=index)  # fmt: skip
             self._register(handle, self.layers[index].register_forward_pre_hook(hook, with_kwargs=True))
         if self.model is not self.multimodal:
             hook = refuse_labels(self.config)
@@ -124,16 +134,6 @@ class FastVEngine:
         if callable(getattr(self.model, "generate", None)):
             guarded = guard_generate(self.model, self.model.generate, self._check_sliding_window)
             set_attribute(handle, self.model, "generate", guarded)
-
-    def _route_scoring(self, handle: PatchHandle, module: nn.Module, stage: int) -> None:
-        """Give ``module`` its own config copy whose attention implementation is the scoring wrapper."""
-        base_config = module.config
-        observer = functools.partial(self._observe_scoring, stage)
-        site = ScoringSite(observer, base_config, self.internals.eager_attention)
-        handle.record("attach scoring site", attach_site(module, site))
-        routed = copy.copy(base_config)
-        routed._attn_implementation_internal = ATTENTION_NAME
-        set_attribute(handle, module, "config", routed)
 
     @staticmethod
     def _register(handle: PatchHandle, hook: torch.utils.hooks.RemovableHandle) -> None:
@@ -267,24 +267,10 @@ class FastVEngine:
         return ForwardContext("prefill", prunable, counts, last_positions, query_valid)
 
     def _check_cache(self, cache: Any) -> None:
-        if cache is None:
-            return
-        from transformers import DynamicCache
-
-        if not isinstance(cache, DynamicCache):
-            raise NotImplementedError(
-                f"FastV supports DynamicCache only, got {type(cache).__name__}: pruned layers hold fewer tokens than "
-                "the slots a static cache reserves. Use the default cache (cache_implementation=None)."
-            )
+        check_dynamic_cache(cache)
 
     def _check_sliding_window(self, total_length: int, description: str = "") -> None:
-        window = getattr(self.text_config, "sliding_window", None)
-        if window is not None and total_length > window:
-            what = f" ({description})" if description else ""
-            raise NotImplementedError(
-                f"Sequence length {total_length}{what} exceeds the text model's sliding_window={window}: FastV does "
-                "not support sliding-window attention beyond the window yet."
-            )
+        check_sliding_window(self.text_config, total_length, description)
 
     # -- scoring and pruning --
     def _observe_scoring(
@@ -304,6 +290,9 @@ class FastVEngine:
             last_positions = (previous.index == last_positions[:, None]).to(torch.uint8).argmax(dim=1)
         ratio = self.config.stages[stage][1]
         drops = [dropped_count(ratio, remaining) for remaining in context.remaining]
+        if self.config.scoring == "dart":  # one stage; the kept set is chosen from layer k's input (_select_dart)
+            context.pivot_norms, context.pending_drops = key_norms(key), drops
+            return
         if self.config.scoring == "random":
             if context.noise is None:  # one generator per forward, seeded from the config: requests are reproducible
                 context.noise = torch.Generator().manual_seed(self.config.seed)
@@ -317,14 +306,36 @@ class FastVEngine:
         context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]
         context.stages.append(compose(previous, select_tokens(scores, prunable, drops)))
 
+    def _select_from_hidden(self, context: ForwardContext, hidden: torch.Tensor) -> None:
+        """The kept set of a method that reads the hidden states entering its first pruned layer (DART, DivPrune)."""
+        prunable = context.prunable.to(hidden.device)
+        if self.config.scoring == "dart":
+            drops = context.pending_drops
+            scores = dart_selection(self.config, context, hidden, self.language_model.norm)
+        else:
+            drops = [dropped_count(self.config.stages[0][1], remaining) for remaining in context.remaining]
+            scores = divprune_scores(hidden, prunable, drops)
+        context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]
+        context.stages.append(compose(None, select_tokens(scores, prunable, drops)))
+
+    def _after_layer_zero(self, layer: nn.Module, args: tuple, output: Any) -> None:
+        context = self._current()
+        if context is None or context.restore_cache is None:
+            return
+        context.restore_cache()
+        context.restore_cache = None
+        check_inflated(context.inflated, int(context.prunable.shape[1]))
+
     def _layer_pre_hook(
-        self, layer: nn.Module, args: tuple, kwargs: dict[str, Any], stage: int, first: bool
+        self, layer: nn.Module, args: tuple, kwargs: dict[str, Any], stage: int, first: bool, index: int
     ) -> tuple[tuple, dict[str, Any]] | None:
         context = self._current()
         if context is None or context.mode == "off":
             return None
         if context.mode == "decode":
-            return self._decode_inputs(layer, context, stage, args, kwargs)
+            return self._decode_inputs(layer, context, stage, args, kwargs, index)
+        if first and stage == 0 and not context.stages and self.config.scoring in HIDDEN_STATE_SCORINGS:
+            self._select_from_hidden(context, args[0] if args else kwargs["hidden_states"])
         if len(context.stages) <= stage:
             raise RuntimeError(
                 f"FastV: the scoring layer of stage {stage} did not run before its first pruned layer (its attention "
@@ -341,12 +352,12 @@ class FastVEngine:
                 merged = hidden if group is None else merge_tokens(hidden, group)
                 return gather_tokens(merged, selection.relative.index)
 
-            args, kwargs = _map_hidden(args, kwargs, reduce)
+            args, kwargs = map_hidden_states(args, kwargs, reduce)
         kwargs = dict(kwargs)
         mask = kwargs.get("attention_mask")
         if mask is not None or selection.has_slots:
             length = context.prunable.shape[1]
-            kwargs["attention_mask"] = context.memoized(stage, mask, lambda m: _prefill_mask(m, selection, length))
+            kwargs["attention_mask"] = context.memoized(stage, mask, lambda m: prefill_mask(m, selection, length))
         if kwargs.get("position_embeddings") is not None:
             kwargs["position_embeddings"] = context.memoized(
                 stage,
@@ -357,13 +368,21 @@ class FastVEngine:
             kwargs["position_ids"] = context.memoized(
                 stage, kwargs["position_ids"], lambda ids: gather_tokens(ids, selection.index, dim=ids.dim() - 1)
             )
+        if index == 0 and (cache := cache_in(kwargs)) is not None:
+            context.restore_cache = inflate_layer_zero(cache, selection, context.prunable.shape[1])
+            context.inflated = cache
         return args, kwargs
 
     def _decode_inputs(
-        self, layer: nn.Module, context: ForwardContext, stage: int, args: tuple, kwargs: dict[str, Any]
+        self, layer: nn.Module, context: ForwardContext, stage: int, args: tuple, kwargs: dict[str, Any], index: int
     ) -> tuple[tuple, dict[str, Any]] | None:
         selection = context.decode.stages[stage]
         mask = kwargs.get("attention_mask")
+        if index == 0 and not selection.identity:  # layer 0's cache spans the prompt: hide what the prefill dropped
+            build = functools.partial(layer_zero_decode_mask, selection=selection, total=context.total_length,
+                                      prefill_length=context.decode.prefill_length,
+                                      query_length=context.query_length)  # fmt: skip
+            return args, {**kwargs, "attention_mask": context.memoized(-1, mask, build)}  # -1: not a stage's
         if selection.identity or (mask is None and not selection.has_slots):
             return None  # every pruned row holds the same keys and nothing is masked: SDPA's defaults are right
         check_layer_call(layer, args, kwargs, self.internals.version, context.query_length)
@@ -376,19 +395,3 @@ class FastVEngine:
 
 
 _FAILED: Any = object()  # the stack entry of a forward whose context could not be built (its pre-hook raised)
-
-
-def _prefill_mask(mask: torch.Tensor | None, selection: StageSelection, length: int) -> torch.Tensor:
-    """The stage's (B, 1, L_s, L_s) mask, gathered from the original (B|1, 1, L, L) mask (or causal when None)."""
-    if mask is None:
-        mask = causal_mask(torch.arange(length, device=selection.index.device), length)
-    return gather_square_mask(mask, selection.index, selection.valid)
-
-
-def _map_hidden(args: tuple, kwargs: dict[str, Any], fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[tuple, dict]:
-    """Apply ``fn`` to the hidden states, whether passed positionally (as transformers does) or by keyword."""
-    if args:
-        return (fn(args[0]), *args[1:]), kwargs
-    kwargs = dict(kwargs)
-    kwargs["hidden_states"] = fn(kwargs["hidden_states"])
-    return args, kwargs

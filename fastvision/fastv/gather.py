@@ -6,7 +6,13 @@ runs on CPU, GPU and the ``meta`` device (used to count FLOPs of real-size model
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import torch
+
+if TYPE_CHECKING:
+    from fastvision.fastv.selection import StageSelection
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -59,3 +65,21 @@ def gather_key_axis(mask: torch.Tensor, key_index: torch.Tensor, key_valid: torc
     key_index = key_index.to(mask.device)
     sliced = torch.gather(mask, 3, key_index[:, None, None, :].expand(batch, mask.shape[1], mask.shape[2], kept))
     return sliced.masked_fill(~key_valid.to(mask.device)[:, None, None, :], masked_value(mask))
+
+
+def prefill_mask(mask: torch.Tensor | None, selection: StageSelection, length: int) -> torch.Tensor:
+    """The stage's (B, 1, L_s, L_s) mask, gathered from the original (B|1, 1, L, L) mask (or causal when None)."""
+    if mask is None:
+        mask = causal_mask(torch.arange(length, device=selection.index.device), length)
+    return gather_square_mask(mask, selection.index, selection.valid)
+
+
+def map_hidden_states(
+    args: tuple, kwargs: dict[str, Any], fn: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[tuple, dict]:
+    """Apply ``fn`` to the hidden states, whether passed positionally (as transformers does) or by keyword."""
+    if args:
+        return (fn(args[0]), *args[1:]), kwargs
+    kwargs = dict(kwargs)
+    kwargs["hidden_states"] = fn(kwargs["hidden_states"])
+    return args, kwargs

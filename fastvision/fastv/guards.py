@@ -78,3 +78,27 @@ def guard_generate(
         return generate(*args, **kwargs)
 
     return guarded_generate
+
+
+def check_dynamic_cache(cache: Any) -> None:
+    """Refuse a cache other than DynamicCache: pruned layers hold fewer tokens than a static cache's slots."""
+    if cache is None:
+        return
+    from transformers import DynamicCache
+
+    if not isinstance(cache, DynamicCache):
+        raise NotImplementedError(
+            f"FastV supports DynamicCache only, got {type(cache).__name__}: pruned layers hold fewer tokens than "
+            "the slots a static cache reserves. Use the default cache (cache_implementation=None)."
+        )
+
+
+def check_sliding_window(text_config: Any, total_length: int, description: str = "") -> None:
+    """Refuse a sequence longer than the text model's sliding window (the pruned masks assume it fits)."""
+    window = getattr(text_config, "sliding_window", None)
+    if window is not None and total_length > window:
+        what = f" ({description})" if description else ""
+        raise NotImplementedError(
+            f"Sequence length {total_length}{what} exceeds the text model's sliding_window={window}: FastV does "
+            "not support sliding-window attention beyond the window yet."
+        )

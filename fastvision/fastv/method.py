@@ -31,15 +31,19 @@ def fastv_config_from_keywords(options: dict[str, Any]) -> FastVConfig:
 
 
 def check_fastv(model: nn.Module, config: FastVConfig) -> str:
-    """Refuse a family fastvision has no adapter for, or settings the model cannot take; returns the family."""
+    """Refuse a family fastvision has no adapter for, or settings the model cannot take; returns the family.
+
+    The token-reduction methods that run on the FastV engine (DART) share this check.
+    """
     adapter = adapter_for(model)
     adapter.check_model(model)
     num_layers = len(adapter.decoder_layers(model))
     last_layer = config.stages[-1][0]
     if last_layer >= num_layers:
         name = "k" if config.schedule is None else "schedule layer"
+        label = type(config).__name__.removesuffix("Config")
         raise ValueError(
-            f"FastV {name}={last_layer} is out of range for a text model with {num_layers} decoder layers: "
+            f"{label} {name}={last_layer} is out of range for a text model with {num_layers} decoder layers: "
             f"allowed is 1 <= k < {num_layers}."
         )
     adapter.check_config(model, config)
@@ -47,7 +51,7 @@ def check_fastv(model: nn.Module, config: FastVConfig) -> str:
     return adapter.family
 
 
-def install_fastv(model: nn.Module, config: FastVConfig, handle: PatchHandle) -> FastVEngine:
+def install_fastv(model: nn.Module, config: Any, handle: PatchHandle) -> FastVEngine:
     """Build the engine (which resolves every transformers internal it needs, or raises) and install its hooks."""
     engine = FastVEngine(model, adapter_for(model), config)
     engine.install(handle)

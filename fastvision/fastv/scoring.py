@@ -9,6 +9,7 @@ and then calls the model's own attention function (SDPA or eager) unchanged.
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,3 +139,17 @@ __all__ = [
     "fastvision_attention",
     "register_scoring_attention",
 ]
+
+
+def route_scoring(handle: Any, module: nn.Module, observer: Callable[..., None], eager: Any) -> None:
+    """Give ``module`` its own config copy whose attention implementation is the scoring wrapper (undo in ``handle``).
+
+    Only this module's attention goes through :func:`fastvision_attention`; every other layer keeps the model's own.
+    """
+    from fastvision.handle import set_attribute
+
+    base_config = module.config
+    handle.record("attach scoring site", attach_site(module, ScoringSite(observer, base_config, eager)))
+    routed = copy.copy(base_config)
+    routed._attn_implementation_internal = ATTENTION_NAME
+    set_attribute(handle, module, "config", routed)

@@ -24,9 +24,11 @@ class Qwen3VLAdapter(VLMAdapter):
         super().check_config(model, config)
         depth = len(model.config.vision_config.deepstack_visual_indexes)
         if config.k < depth:
+            label = type(config).__name__.removesuffix("Config")
+            where = "prunes before the language model (k=0)" if config.k == 0 else f"got k={config.k}"
             raise ValueError(
-                f"Qwen3-VL injects deepstack features into its first {depth} layers, so FastV needs k >= {depth}; "
-                f"got k={config.k}."
+                f"Qwen3-VL injects deepstack features into its first {depth} layers, so {label} needs k >= {depth}; "
+                f"{where}. Use a method that prunes after them (FastV or DART with k >= {depth})."
             )
 
 

@@ -1,0 +1,35 @@
+"""The engine's scorings that read hidden states rather than attention probabilities.
+
+DART (arXiv 2502.11494) ranks by duplication against pivots, from the key norms of layer ``k-1`` and the hidden
+states entering layer ``k``; DivPrune (arXiv 2503.02175) by diversity, from the tokens entering the language model
+(layer 0). Both choose their kept set in the pre-hook of their first pruned layer, where the hidden states arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastvision.dart.selection import dart_scores, key_norms
+from fastvision.divprune.selection import divprune_scores
+
+HIDDEN_STATE_SCORINGS = ("dart", "divprune")
+BEFORE_LAYER_ZERO_SCORINGS = ("divprune",)  # prune before the language model: no scoring layer to route
+
+__all__ = ["BEFORE_LAYER_ZERO_SCORINGS", "HIDDEN_STATE_SCORINGS", "dart_selection", "divprune_scores", "key_norms"]
+
+
+def dart_selection(config: Any, context: Any, hidden: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """DART's scores for one prefill context: pivots among the image tokens and the prompt's text after them."""
+    prunable = context.prunable.to(hidden.device)
+    visual = prunable.clone()
+    for mask in context.masks.values():
+        visual |= mask.to(hidden.device)
+    positions = torch.arange(prunable.shape[1], device=hidden.device)
+    in_prompt = positions[None, :] <= context.last_positions.to(hidden.device)[:, None]
+    text = context.query_valid.to(hidden.device) & ~visual & (prunable.long().cumsum(dim=1) > 0) & in_prompt
+    norms = context.pivot_norms.to(hidden.device)
+    return dart_scores(hidden, norms, prunable, text, context.pending_drops, norm, config.image_pivots,
+                       config.text_pivots)  # fmt: skip
