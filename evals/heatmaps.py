@@ -19,6 +19,7 @@ import fastvision
 from fastvision.evals.sweep import method_config
 
 HEATMAP_METHODS = ("fastv", "dart", "divprune", "random", "stride", "pool")
+BEFORE_THE_LANGUAGE_MODEL = ("divprune",)  # these prune at layer 0, whatever --k the others use
 
 
 def _kept_grids(model: Any, processor: Any, rows: dict[str, list], config: Any) -> list[np.ndarray]:
@@ -116,7 +117,8 @@ def heatmap_figure(dataset: Any, maps: dict[str, list[np.ndarray]], title: str, 
             shown[..., 2] = np.where(kept, shown[..., 2] * 0.55, shown[..., 2])  # kept patches tinted warm
             axes[row][column].imshow(shown)
             if row == 0:
-                axes[row][column].set_title(f"{method}\n", fontsize=8)
+                where = "\n(before the LM)" if method in BEFORE_THE_LANGUAGE_MODEL else "\n"
+                axes[row][column].set_title(f"{method}{where}", fontsize=8)
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])

@@ -9,10 +9,14 @@ One forward of a patched VLM, in the order the pieces act:
    mask, so those layers compute on the kept tokens only, with their original positions;
 4. in decode steps the pruned cache layers hold fewer keys than layer 0, so only the mask's key axis is gathered.
 
-A schedule repeats 2-3 per stage: each stage re-ranks the tokens the previous stage kept. State lives in a
-thread-local stack (one context per forward) and in a per-cache table for decoding, so concurrent requests on one
-model never share kept-token state. Every transformers internal the hooks read (argument names, the cache layout, the
-attention registry) is resolved at patch time by :mod:`fastvision.fastv.compat`, which raises if one changed.
+A schedule repeats 2-3 per stage: each stage re-ranks the tokens the previous stage kept. The other
+token-reduction methods reuse every step but the ranking: DART (arXiv 2502.11494) and DivPrune (arXiv 2503.02175)
+choose in the first pruned layer's pre-hook, from the hidden states (:mod:`fastvision.fastv.hidden_site`), and
+DivPrune's stage is layer 0 itself, whose cache then still spans the prompt (:mod:`fastvision.fastv.layer_zero`).
+State lives in a thread-local stack (one context per forward) and in a per-cache table for decoding, so concurrent
+requests on one model never share kept-token state. Every transformers internal the hooks read (argument names,
+the cache layout, the attention registry) is resolved at patch time by :mod:`fastvision.fastv.compat`, which raises
+if one changed.
 """
 
 from __future__ import annotations
