@@ -19,7 +19,8 @@ from fastvision.demo.inference import DemoEngine, DemoInputError
 from fastvision.fastv.config import SCORINGS
 
 BASELINES = tuple(scoring for scoring in SCORINGS if scoring not in ("last", "mean"))
-DEMO_METHODS = ("last", "mean", "dart", "divprune", *BASELINES)  # FastV's scorings, the other methods, baselines
+# FastV's scorings, the other token-reduction methods, then the baselines
+DEMO_METHODS = ("last", "mean", "dart", "divprune", "visionzip", *BASELINES)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no usage pings to Gradio's servers
 
@@ -115,7 +116,7 @@ def build_demo(engine: DemoEngine, concurrency: int = 4, examples_folder: Path |
                               label="K: prune after this layer")  # fmt: skip
                 ratio = gr.Slider(0.0, 0.95, value=0.5, step=0.05, label="ratio: fraction of image tokens dropped")
                 method = gr.Radio(list(DEMO_METHODS), value="last", label="method: FastV's scoring (last, mean), DART, "
-                                  "DivPrune (before the LM), or a baseline (random, stride, pool)")  # fmt: skip
+                                  "DivPrune, VisionZip (before the LM), or a baseline")  # fmt: skip
                 run = gr.Button("Compare", variant="primary", elem_id="run")
             with gr.Column():
                 with gr.Row():

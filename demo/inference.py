@@ -147,7 +147,8 @@ class DemoEngine:
 
     @torch.inference_mode()
     def compare(self, image: Any, question: str, k: int, ratio: float, method: str = "last") -> Comparison:
-        """Answer unpatched and patched: ``method`` is a FastV scoring (``SCORINGS``), ``"dart"`` or ``"divprune"``."""
+        """Answer unpatched and patched: ``method`` is a FastV scoring (``SCORINGS``), ``"dart"``, ``"divprune"``
+        or ``"visionzip"``."""
         question = check_question(question)
         image = open_image(image)
         if not 1 <= int(k) < self.num_layers:
@@ -156,6 +157,8 @@ class DemoEngine:
             config: Any = fastvision.DARTConfig(k=int(k), ratio=float(ratio))
         elif method == "divprune":  # prunes before the language model: K does not apply
             config = fastvision.DivPruneConfig(ratio=float(ratio))
+        elif method == "visionzip":  # chooses in the vision tower (LLaVA), prunes before the language model
+            config = fastvision.VisionZipConfig(ratio=float(ratio))
         else:
             config = fastvision.FastVConfig(k=int(k), ratio=float(ratio), scoring=method)
         inputs = self.encode(image, question)

@@ -18,8 +18,8 @@ import torch
 import fastvision
 from fastvision.evals.sweep import method_config
 
-HEATMAP_METHODS = ("fastv", "dart", "divprune", "random", "stride", "pool")
-BEFORE_THE_LANGUAGE_MODEL = ("divprune",)  # these prune at layer 0, whatever --k the others use
+HEATMAP_METHODS = ("fastv", "dart", "divprune", "visionzip", "random", "stride", "pool")
+BEFORE_THE_LANGUAGE_MODEL = ("divprune", "visionzip")  # these prune at layer 0, whatever --k the others use
 
 
 def _kept_grids(model: Any, processor: Any, rows: dict[str, list], config: Any) -> list[np.ndarray]:

@@ -30,10 +30,11 @@ from fastvision.dart.config import DARTConfig
 from fastvision.divprune.config import DivPruneConfig
 from fastvision.flops import measure_flops
 from fastvision.handle import get_handle
+from fastvision.visionzip.config import VisionZipConfig
 
 FASTV_ARGUMENTS = ("fastv_method", "fastv_k", "fastv_ratio", "fastv_scoring", "fastv_modality", "fastv_seed",
                    "fastv_measure")  # fmt: skip
-LM_EVAL_METHODS = ("fastv", "dart", "divprune")  # fastv_method: the token-reduction methods the engine runs
+LM_EVAL_METHODS = ("fastv", "dart", "divprune", "visionzip")  # fastv_method: the methods the engine runs
 FASTV_ONLY_ARGUMENTS = ("fastv_scoring", "fastv_seed")
 
 
@@ -79,8 +80,9 @@ def fastv_config_from_arguments(arguments: dict[str, Any]) -> tuple[Any, bool]:
     """The method's config and the ``fastv_measure`` flag from model_args; unknown ``fastv_*`` keys are refused.
 
     ``fastv_method`` picks the method: ``fastv`` (the default; ``fastv_scoring`` picks FastV's ranking or a baseline)
-    ``dart`` (arXiv 2502.11494), which takes ``fastv_k``, ``fastv_ratio`` and ``fastv_modality``, or ``divprune``
-    (arXiv 2503.02175), which takes ``fastv_ratio`` and ``fastv_modality``.
+    ``dart`` (arXiv 2502.11494), which takes ``fastv_k``, ``fastv_ratio`` and ``fastv_modality``, ``divprune``
+    (arXiv 2503.02175), which takes ``fastv_ratio`` and ``fastv_modality``, or ``visionzip`` (arXiv 2412.04467, LLaVA),
+    which takes ``fastv_ratio``.
     """
     unknown = sorted(key for key in arguments if key.startswith("fastv_") and key not in FASTV_ARGUMENTS)
     if unknown:
@@ -97,10 +99,20 @@ def fastv_config_from_arguments(arguments: dict[str, Any]) -> tuple[Any, bool]:
         "modality": arguments.get("fastv_modality", "all"),
     }
     if method != "fastv":
-        only = FASTV_ONLY_ARGUMENTS + (("fastv_k",) if method == "divprune" else ())
+        before_the_model = method in ("divprune", "visionzip")
+        only = (
+            FASTV_ONLY_ARGUMENTS
+            + (("fastv_k",) if before_the_model else ())
+            + (("fastv_modality",) if method == "visionzip" else ())
+        )
         stray = [key for key in only if key in arguments]
         if stray:
-            raise ValueError(f"{stray} do not apply to fastv_method={method} (DivPrune prunes before the LM: k=0).")
+            raise ValueError(
+                f"{stray} do not apply to fastv_method={method} (DivPrune and VisionZip prune before "
+                "the language model: k=0; VisionZip prunes images)."
+            )
+        if method == "visionzip":
+            return VisionZipConfig(ratio=common["ratio"]), measure
         if method == "divprune":
             return DivPruneConfig(ratio=common["ratio"], modality=common["modality"]), measure
         return DARTConfig(**common), measure

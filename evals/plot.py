@@ -45,6 +45,7 @@ BASELINE_STYLES = {
     "pool": ({"linestyle": "-.", "marker": "D"}, "spatial pooling,"),
     "dart": ({"linestyle": (0, (5, 1)), "marker": "^"}, "DART,"),
     "divprune": ({"linestyle": (0, (3, 1, 1, 1)), "marker": "v"}, "DivPrune,"),
+    "visionzip": ({"linestyle": (0, (1, 1)), "marker": "P"}, "VisionZip,"),
 }
 MIN_ACCURACY_SPAN = 0.05  # so that a few questions' difference does not fill the plot's height
 

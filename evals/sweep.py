@@ -24,6 +24,7 @@ from fastvision.divprune.config import DivPruneConfig
 from fastvision.evals.results import SettingResult
 from fastvision.evals.vqa import encode_batch, normalize_answer, predict_answers
 from fastvision.flops import measure_flops
+from fastvision.visionzip.config import VisionZipConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Setting:
 
 
 # What --methods may name: FastV at every (k, ratio); the others at the middle k, at each ratio > 0.
-SWEEP_METHODS = ("fastv", "dart", "divprune", "random", "stride", "pool")
+SWEEP_METHODS = ("fastv", "dart", "divprune", "visionzip", "random", "stride", "pool")
 BASELINE_SCORINGS = ("random", "stride", "pool")  # FastV engine scorings that rank without attention
 
 
@@ -46,6 +47,8 @@ def method_config(method: str, k: int, ratio: float, scoring: str = "last", seed
         return DARTConfig(k=k, ratio=ratio)
     if method == "divprune":  # before the language model, whatever k the sweep's other methods use
         return DivPruneConfig(ratio=ratio)
+    if method == "visionzip":  # chosen in the vision tower, before the language model
+        return VisionZipConfig(ratio=ratio)
     if method in BASELINE_SCORINGS:
         return fastvision.FastVConfig(k=k, ratio=ratio, scoring=method, seed=seed)
     raise ValueError(f"Unknown sweep method {method!r}; allowed: {', '.join(SWEEP_METHODS)}.")

@@ -18,6 +18,7 @@ from fastvision.fastv.config import FastVConfig
 from fastvision.fastv.record import KeptTokens
 from fastvision.fusion.config import FusionConfig
 from fastvision.registry import supported_model_types
+from fastvision.visionzip.config import VisionZipConfig
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "KeptTokens",
     "TransformersCompatibilityError",
     "UntestedTransformersWarning",
+    "VisionZipConfig",
     "__version__",
     "is_patched",
     "kept_tokens",

@@ -24,6 +24,7 @@ BUILTIN_METHOD_MODULES = (
     "fastvision.fastv.method",
     "fastvision.dart.method",
     "fastvision.divprune.method",
+    "fastvision.visionzip.method",
     "fastvision.fusion.method",
 )
 

@@ -73,7 +73,7 @@ def _ask(
     return client.predict(handle_file(path), question, k, ratio, method, api_name="/compare")
 
 
-@pytest.mark.parametrize("method", ["dart", "divprune"])
+@pytest.mark.parametrize("method", ["dart", "divprune", "visionzip"])
 def test_the_method_selector_runs_the_other_methods(
     server: str, engine: DemoEngine, questions: list[tuple[str, str, str]], method: str
 ) -> None:

@@ -176,8 +176,8 @@ def test_heatmaps_draw_every_method_and_measure_digit_coverage(tmp_path, capsys)
     assert main(["heatmaps", "--images", "2", "--coverage", "8", "--ratio", "0.75", "--out", str(out)]) == 0
     assert (out / "heatmaps.png").read_bytes()[:4] == b"\x89PNG"
     coverage = json.loads((out / "coverage.json").read_text())["coverage"]
-    assert set(coverage) == {"fastv", "dart", "divprune", "random", "stride", "pool", "chance"}
-    for method in ("fastv", "dart", "divprune", "random", "stride", "pool"):
+    assert set(coverage) == {"fastv", "dart", "divprune", "visionzip", "random", "stride", "pool", "chance"}
+    for method in ("fastv", "dart", "divprune", "visionzip", "random", "stride", "pool"):
         assert 0.0 <= coverage[method]["precision"] <= 1.0 and 0.0 <= coverage[method]["recall"] <= 1.0
     assert "of kept tokens on a digit" in capsys.readouterr().out
     assert main(["heatmaps", "--methods", "fastv,best", "--out", str(out)]) == 2

@@ -92,11 +92,11 @@ def test_eval_smoke_sweep_writes_results_and_plot(tmp_path, capsys):
 def test_eval_methods_flag_sweeps_the_named_methods_at_equal_token_counts(tmp_path):
     out = tmp_path / "run"
     args = ["eval", "--task", "digits", "--limit", "8", "--k", "2", "--ratio", "0.75", "--batch-size", "8"]
-    assert main([*args, "--methods", "fastv,dart,divprune,pool", "--out", str(out), "--quiet"]) == 0
+    assert main([*args, "--methods", "fastv,dart,divprune,visionzip,pool", "--out", str(out), "--quiet"]) == 0
     results = EvalResults.from_json(out / "results.json")
     by_name = {row.name: row for row in results.settings}
     assert list(by_name) == ["unpatched", "fastv K=2 R=0.75", "dart K=2 R=0.75", "divprune K=0 R=0.75",
-                             "pool K=2 R=0.75"]  # fmt: skip
+                             "visionzip K=0 R=0.75", "pool K=2 R=0.75"]  # fmt: skip
     # DivPrune prunes before the language model, so it costs less than any method pruning after layer 2.
     assert by_name["divprune K=0 R=0.75"].relative_flops < by_name["pool K=2 R=0.75"].relative_flops
     assert by_name["dart K=2 R=0.75"].config == fastvision.DARTConfig(k=2, ratio=0.75).to_dict()

@@ -12,6 +12,7 @@ from fastvision.divprune.config import DivPruneConfig
 from fastvision.divprune.selection import divprune_macs
 from fastvision.fastv.engine import FastVEngine
 from fastvision.flops import DecoderShape, fastv_prefill_macs, measure_flops
+from fastvision.visionzip.config import VisionZipConfig
 from tests.families import FAMILIES, IMAGE, VIDEO, batch
 from tests.test_fastv_llava import hook_snapshot
 
@@ -23,10 +24,13 @@ METHODS = {
     "fastv": lambda ratio: fastvision.FastVConfig(k=2, ratio=ratio),
     "dart": lambda ratio: DARTConfig(k=2, ratio=ratio),
     "divprune": lambda ratio: DivPruneConfig(ratio=ratio),  # before the language model: layer 0 is pruned too
+    "visionzip": lambda ratio: VisionZipConfig(ratio=ratio),  # chosen in the vision tower, pruned from layer 0
 }
 
 
-REFUSED = {("qwen3_vl", "divprune")}  # deepstack features enter Qwen3-VL's first layers: nothing prunes before them
+# Deepstack features enter Qwen3-VL's first layers, so nothing prunes before them; VisionZip needs a CLIP tower
+# whose patches are the image tokens, which only LLaVA has.
+REFUSED = {("qwen3_vl", "divprune")} | {(name, "visionzip") for name in FAMILIES if name != "llava"}
 
 
 @pytest.fixture(params=sorted(METHODS))
@@ -48,6 +52,13 @@ def test_refused_pairs_fail_at_patch_time():
     with pytest.raises(ValueError, match=r"so DivPrune needs k >= 2; prunes before the language model \(k=0\)"):
         fastvision.patch(model, METHODS["divprune"](0.5))
     assert not fastvision.is_patched(model) and hook_snapshot(model) == hooks
+    for name in sorted(FAMILIES):
+        if (name, "visionzip") in REFUSED:
+            other = FAMILIES[name].make()
+            hooks = hook_snapshot(other)
+            with pytest.raises(ValueError, match=r"VisionZip reads the \[CLS\] attention|VisionZip needs"):
+                fastvision.patch(other, METHODS["visionzip"](0.5))
+            assert not fastvision.is_patched(other) and hook_snapshot(other) == hooks
 
 
 def _rows(family):

@@ -133,7 +133,7 @@ def test_disk_offloaded_device_map_gives_the_same_results(plain_run: dict[str, A
         ({"fastv_k": 0}, "k"),
         ({"fastv_scoring": "best"}, "scoring"),
         ({"fastv_kk": 2}, "Unknown fastvision model_args ['fastv_kk']"),
-        ({"fastv_method": "tome"}, "fastv_method='tome' is unknown; allowed: fastv, dart, divprune"),
+        ({"fastv_method": "tome"}, "fastv_method='tome' is unknown; allowed: fastv, dart, divprune, visionzip"),
         ({"fastv_method": "dart", "fastv_scoring": "mean"}, "do not apply to fastv_method=dart"),
         ({"fastv_method": "divprune", "fastv_k": 2}, "['fastv_k'] do not apply to fastv_method=divprune"),
         ({"fastv_measure": "yes"}, "fastv_measure must be true or false"),
@@ -174,3 +174,5 @@ def test_fastv_method_selects_dart_and_divprune() -> None:
     assert fastvision.patch_config(model.model) == fastvision.DARTConfig(k=2, ratio=0.75)
     config, _ = fastv_config_from_arguments({"fastv_method": "divprune", "fastv_ratio": 0.9})
     assert config == fastvision.DivPruneConfig(ratio=0.9)
+    config, _ = fastv_config_from_arguments({"fastv_method": "visionzip", "fastv_ratio": 0.9})
+    assert config == fastvision.VisionZipConfig(ratio=0.9)

@@ -17,6 +17,7 @@ from fastvision.handle import set_attribute
 from fastvision.methods import _METHODS, Method, register_method, registered_methods
 from fastvision.testing import llava_prompt, tiny_llava
 from fastvision.uvit import UViT, UViTConfig
+from fastvision.visionzip.config import VisionZipConfig
 
 TINY_UVIT = UViTConfig(image_size=8, patch_size=2, in_chans=3, embed_dim=32, depth=4, num_heads=4, text_dim=16,
                        text_tokens=5)  # fmt: skip
@@ -37,8 +38,8 @@ def llava_and_inputs() -> tuple[nn.Module, dict[str, torch.Tensor]]:
 
 
 def test_the_builtin_methods_are_selected_by_config_type() -> None:
-    builtin = [FastVConfig, DARTConfig, DivPruneConfig, FusionConfig]
-    assert [method.config_type for method in registered_methods()][:4] == builtin
+    builtin = [FastVConfig, DARTConfig, DivPruneConfig, VisionZipConfig, FusionConfig]
+    assert [method.config_type for method in registered_methods()][:5] == builtin
 
 
 def test_a_config_object_and_its_keyword_form_patch_the_same(llava_and_inputs, uvit_and_inputs) -> None:
@@ -63,7 +64,7 @@ def test_a_config_object_and_its_keyword_form_patch_the_same(llava_and_inputs, u
         (
             {"k": 2},
             {},
-            r"takes a method config \(FastVConfig, DARTConfig, DivPruneConfig, FusionConfig.*"
+            r"takes a method config \(FastVConfig, DARTConfig, DivPruneConfig, VisionZipConfig, FusionConfig.*"
             r"FastVConfig\.from_dict\(d\)",
         ),
         (0.5, {}, r"takes a method config .* got 0\.5"),

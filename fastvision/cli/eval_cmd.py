@@ -45,8 +45,8 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--methods", default=None, help="comma-separated methods to sweep, replacing --no-random, "
                         "--stride and --pool: fastv (every K and ratio), dart, random, stride, pool (each at the "
-                        "middle K, for each ratio > 0), divprune (before the language model: K=0); e.g. "
-                        "fastv,dart,divprune,random,pool")  # fmt: skip
+                        "middle K, for each ratio > 0), divprune and visionzip (before the language model: K=0; "
+                        "visionzip on LLaVA only); e.g. fastv,dart,divprune,visionzip,random,pool")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="fastvision-eval", help="output folder (results.json, pareto.png)")

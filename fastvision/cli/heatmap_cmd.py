@@ -9,7 +9,7 @@ from typing import Any
 
 from fastvision.cli.eval_cmd import TASK_NAMES
 
-METHODS = ("fastv", "dart", "divprune", "random", "stride", "pool")
+METHODS = ("fastv", "dart", "divprune", "visionzip", "random", "stride", "pool")
 
 
 def add_parser(subparsers: Any) -> None:

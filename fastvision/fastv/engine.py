@@ -316,9 +316,12 @@ class FastVEngine:
         if self.config.scoring == "dart":
             drops = context.pending_drops
             scores = dart_selection(self.config, context, hidden, self.language_model.norm)
-        else:
+        elif self.config.scoring == "divprune":
             drops = [dropped_count(self.config.stages[0][1], remaining) for remaining in context.remaining]
             scores = divprune_scores(hidden, prunable, drops)
+        else:  # VisionZip chose in the vision tower, per image (fastvision.visionzip.method installs vision_scores)
+            scores = self.vision_scores(prunable).to(hidden.device)
+            drops = [int(count) for count in (prunable & (scores <= 0)).sum(dim=1).tolist()]
         context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]
         context.stages.append(compose(None, select_tokens(scores, prunable, drops)))
 

@@ -15,8 +15,8 @@ from torch import nn
 from fastvision.dart.selection import dart_scores, key_norms
 from fastvision.divprune.selection import divprune_scores
 
-HIDDEN_STATE_SCORINGS = ("dart", "divprune")
-BEFORE_LAYER_ZERO_SCORINGS = ("divprune",)  # prune before the language model: no scoring layer to route
+HIDDEN_STATE_SCORINGS = ("dart", "divprune", "visionzip")  # visionzip: chosen in the tower, applied here
+BEFORE_LAYER_ZERO_SCORINGS = ("divprune", "visionzip")  # prune before the language model: no scoring layer to route
 
 __all__ = ["BEFORE_LAYER_ZERO_SCORINGS", "HIDDEN_STATE_SCORINGS", "dart_selection", "divprune_scores", "key_norms"]
 

@@ -53,7 +53,8 @@ def fastvision_attention(
             "fastvision_scoring attention was called on a module that fastvision did not patch; "
             "call fastvision.unpatch(model) and patch again."
         )
-    site.observer(module, query, key, attention_mask, kwargs.get("scaling", module.scaling))
+    scaling = kwargs["scaling"] if "scaling" in kwargs else module.scaling  # CLIP passes it, LLaMA has it
+    site.observer(module, query, key, attention_mask, scaling)
     implementation = site.base_config._attn_implementation
     attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, site.eager_attention)
     return attention(module, query, key, value, attention_mask, **kwargs)
