@@ -21,7 +21,7 @@ class CardRow:
     """One measured setting: the unpatched model, FastV at (k, ratio), or random pruning."""
 
     name: str
-    method: str  # "unpatched", "fastv", or a baseline: "random", "stride" or "pool"
+    method: str  # "unpatched", "fastv", another method ("dart", ...), or a baseline: "random", "stride" or "pool"
     config: dict[str, Any] | None
     accuracy: float
     relative_flops: float
@@ -129,11 +129,13 @@ def _fastvision_eval_command(results: EvalResults) -> str:
         command += ["--ratio", *[f"{r:g}" for r in sorted({c["ratio"] for c in fastv})]]
         if fastv[0].get("scoring", "last") != "last":
             command += ["--scoring", fastv[0]["scoring"]]
-    if not any(s.method == "random" for s in results.settings):
-        command.append("--no-random")
-    for baseline in ("stride", "pool"):
-        if any(s.method == baseline for s in results.settings):
-            command.append(f"--{baseline}")
+    methods = list(dict.fromkeys(s.method for s in results.settings if s.method != "unpatched"))
+    if not set(methods) <= {"fastv", "random", "stride", "pool"}:  # another method: name them all
+        command += ["--methods", ",".join(methods)]
+    else:
+        if "random" not in methods:
+            command.append("--no-random")
+        command += [f"--{baseline}" for baseline in ("stride", "pool") if baseline in methods]
     if results.seed:
         command += ["--seed", str(results.seed)]
     return " ".join(command)
@@ -169,7 +171,10 @@ def _from_lm_eval(data: dict[str, Any], path: Path) -> CardSource:
     task = sorted(data["results"])[0]
     metric, value = _task_metric(data["results"][task])
     config = report["config"]
-    method = config["scoring"] if config.get("scoring") in ("random", "stride", "pool") else "fastv"
+    if config.get("method") in ("dart", "divprune", "visionzip"):  # another method on the engine (fastv_method)
+        method = config["method"]
+    else:
+        method = config["scoring"] if config.get("scoring") in ("random", "stride", "pool") else "fastv"
     name = f"{method} K={config['k']} R={config['ratio']:g}"
     row = CardRow(
         name=name,

@@ -70,8 +70,8 @@ def _usage(recommended: CardRow | None, source: CardSource, load: str) -> tuple[
     snippet = f"{load}\nfastvision.patch(model, k={config.get('k')}, ratio={config.get('ratio')}{extra})"
     why = f"`{recommended.name}` is the setting measured below."
     if source.baseline() is not None:
-        why = (f"`{recommended.name}` is the measured setting with the fewest prefill FLOPs whose {source.metric} is "
-               f"within {RECOMMEND_TOLERANCE} of the unpatched model's.")  # fmt: skip
+        why = (f"`{recommended.name}` is the measured FastV setting with the fewest prefill FLOPs whose "
+               f"{source.metric} is within {RECOMMEND_TOLERANCE} of the unpatched model's.")  # fmt: skip
     return snippet, why, SCORING_WORDS.get(scoring, SCORING_WORDS["last"])
 
 

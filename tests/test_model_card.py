@@ -35,6 +35,18 @@ def test_card_from_eval_results_loads_back_with_the_same_numbers(tmp_path: Path)
     assert {r.dataset_type for r in results} == {"easy-vqa"}
     assert "![Accuracy against relative prefill FLOPs](pareto.png)" in card.text
     assert "fastvision eval --task easyvqa --limit" in card.text  # how to reproduce
+    assert "--methods fastv,dart,divprune,visionzip,random,stride,pool" in card.text  # every method of the run
+
+
+def test_an_lm_eval_run_of_another_method_is_named_by_it(tmp_path: Path) -> None:
+    (original,) = (RESULTS.parents[1] / "lm-eval").rglob("results_*.json")
+    data = json.loads(original.read_text())
+    data["config"]["fastvision"]["config"] = {"method": "dart", "version": 1, "k": 2, "ratio": 0.5,
+                                              "image_pivots": 4, "text_pivots": 4, "modality": "all"}  # fmt: skip
+    path = tmp_path / "results_dart.json"
+    path.write_text(json.dumps(data))
+    (row,) = [row for row in load_card_source(path).rows if row.method != "unpatched"]
+    assert (row.method, row.name) == ("dart", "dart K=2 R=0.5")
 
 
 def test_recommended_config_is_the_cheapest_within_a_point_of_the_baseline(tmp_path: Path) -> None:
