@@ -7,6 +7,7 @@ it applies to (Qwen3-VL is refused: its deepstack features enter the first layer
 
 from __future__ import annotations
 
+import inspect
 import itertools
 
 import pytest
@@ -112,3 +113,24 @@ def test_every_method_keeps_the_same_count(llava):
             model(**inputs)
             counts.append(fastvision.kept_tokens(model).num_kept_visual_tokens)
     assert all(a == b for a, b in itertools.pairwise(counts)) and counts[0] == [4]
+
+
+@torch.no_grad()
+def test_a_layer_zero_failure_leaves_the_cache_unwrapped(llava):
+    from transformers import DynamicCache
+
+    model, inputs = llava
+    cache = DynamicCache()
+
+    def fail(module, args):
+        raise RuntimeError("layer 0 failed")
+
+    with fastvision.patched(model, method="divprune", ratio=0.5):
+        hook = model.model.language_model.layers[0].mlp.register_forward_pre_hook(fail)
+        try:
+            with pytest.raises(RuntimeError, match="layer 0 failed"):
+                name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+                model(**inputs, **{name: cache}, use_cache=True)
+        finally:
+            hook.remove()
+    assert "update" not in vars(cache)  # the layer-0 wrapper is gone even though layer 0 raised

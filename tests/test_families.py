@@ -118,8 +118,10 @@ def test_batched_rows_equal_single_runs(family_model, method):
         fastvision.FastVConfig(k=2, ratio=0.5),
         fastvision.FastVConfig(schedule=[(2, 0.5), (3, 0.5)]),
         DARTConfig(k=2, ratio=0.5),
+        DivPruneConfig(ratio=0.5),
+        VisionZipConfig(ratio=0.5),
     ],
-    ids=["fastv", "schedule", "dart"],
+    ids=["fastv", "schedule", "dart", "divprune", "visionzip"],
 )
 def test_cached_generation_equals_recomputation(family_model, config, monkeypatch):
     """generate's cached decode equals a no-cache forward over prompt + generated tokens with the same kept set."""

@@ -105,3 +105,25 @@ def test_models_without_a_usable_cls_tower_are_refused(llava):
     with pytest.raises(TypeError, match=r"\['k'\] do not apply to VisionZip"):
         fastvision.patch(model, method="visionzip", k=2)
     assert not fastvision.is_patched(model) and hook_snapshot(model) == hooks
+
+
+@torch.no_grad()
+def test_a_prompt_ending_in_an_image_token_keeps_its_last_token(llava):
+    model, inputs = llava
+    ids = torch.tensor([llava_prompt(model, [5, 6], [])])  # the image is the prompt's end
+    with fastvision.patched(model, method="visionzip", ratio=0.75):
+        model(input_ids=ids, pixel_values=inputs["pixel_values"])
+        record = fastvision.kept_tokens(model)
+    assert bool(record.kept_mask[0, -1]) and 4 <= record.num_kept_visual_tokens[0] <= 5
+
+
+@torch.no_grad()
+def test_an_earlier_tower_pass_is_never_applied_to_another_forward(llava):
+    """get_image_features alone, then a forward without images of its own: refused, not the stale choice."""
+    model, inputs = llava
+    with fastvision.patched(model, method="visionzip", ratio=0.75):
+        model.model.get_image_features(pixel_values=inputs["pixel_values"])
+        with pytest.raises(RuntimeError, match="no image passed through it for this prefill"):
+            model(input_ids=inputs["input_ids"])
+        model(**inputs)  # and the next forward with pixels works again
+        assert fastvision.kept_tokens(model).num_kept_visual_tokens == [4]

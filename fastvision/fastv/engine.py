@@ -314,13 +314,18 @@ class FastVEngine:
         """The kept set of a method that reads the hidden states entering its first pruned layer (DART, DivPrune)."""
         prunable = context.prunable.to(hidden.device)
         if self.config.scoring == "dart":
+            if context.pivot_norms is None:
+                raise RuntimeError(
+                    "DART: the scoring layer (k-1) did not run before layer k (its attention never "
+                    "called the routed attention function: transformers may dispatch it differently)."
+                )
             drops = context.pending_drops
             scores = dart_selection(self.config, context, hidden, self.language_model.norm)
         elif self.config.scoring == "divprune":
             drops = [dropped_count(self.config.stages[0][1], remaining) for remaining in context.remaining]
             scores = divprune_scores(hidden, prunable, drops)
         else:  # VisionZip chose in the vision tower, per image (fastvision.visionzip.method installs vision_scores)
-            scores = self.vision_scores(prunable).to(hidden.device)
+            scores = self.vision_scores(context.masks.get("image", prunable)).to(hidden.device)
             drops = [int(count) for count in (prunable & (scores <= 0)).sum(dim=1).tolist()]
         context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]
         context.stages.append(compose(None, select_tokens(scores, prunable, drops)))
@@ -331,7 +336,8 @@ class FastVEngine:
             return
         context.restore_cache()
         context.restore_cache = None
-        check_inflated(context.inflated, int(context.prunable.shape[1]))
+        if output is not None:  # None: layer 0 raised (always_call), and that error is the one to see
+            check_inflated(context.inflated, int(context.prunable.shape[1]))
 
     def _layer_pre_hook(
         self, layer: nn.Module, args: tuple, kwargs: dict[str, Any], stage: int, first: bool, index: int

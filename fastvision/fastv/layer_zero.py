@@ -33,6 +33,7 @@ def inflate_layer_zero(cache: Any, selection: StageSelection, length: int) -> Ca
     Returns the function that removes the wrapper (call it once layer 0 has run).
     """
     original = cache.update
+    had_own = "update" in vars(cache)
     index = selection.index
 
     def update(key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any):
@@ -50,7 +51,10 @@ def inflate_layer_zero(cache: Any, selection: StageSelection, length: int) -> Ca
 
     def restore() -> None:
         if vars(cache).get("update") is update:
-            del cache.update
+            if had_own:
+                cache.update = original
+            else:
+                del cache.update
 
     return restore
 
@@ -71,6 +75,7 @@ def layer_zero_decode_mask(
 ) -> torch.Tensor:
     """Layer 0's (B, 1, Q, total) decode mask: its cache spans the prompt, so the dropped positions are hidden."""
     device = selection.index.device
+    total = mask.shape[-1] if mask is not None else total  # the keys transformers sized the mask for
     if mask is None:
         mask = causal_mask(torch.arange(total - query_length, total, device=device), total)
     batch = selection.index.shape[0]

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastvision.fastv.compat import has_new_media
 from fastvision.fastv.config import dropped_count
 from fastvision.fastv.method import check_fastv, install_fastv
 from fastvision.fastv.pooling import _runs
@@ -61,15 +62,28 @@ def feature_attention(model: nn.Module) -> nn.Module:
     if not 0 <= index < len(layers):
         raise ValueError(f"VisionZip: vision_feature_layer={layer} selects the embeddings, not a layer's output.")
     attention = layers[index].self_attn
+    if getattr(tower.config, "model_type", None) != "clip_vision_model":
+        raise ValueError(
+            f"VisionZip reads the [CLS] attention of a CLIP vision tower, but this LLaVA's tower is "
+            f"{tower.config.model_type!r} (SigLIP and others have no [CLS] token)."
+        )
     if not hasattr(attention.config, "_attn_implementation_internal"):
         raise ValueError(f"VisionZip cannot route {type(attention).__name__}'s attention: its config has no "
                          "_attn_implementation_internal (this transformers version changed it).")  # fmt: skip
     return attention
 
 
+def vision_eager_attention(attention: nn.Module) -> Any:
+    """The tower's own eager attention function (what the routed attention delegates to under eager), or None."""
+    eager = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
+    if eager is None and attention.config._attn_implementation == "eager":
+        raise ValueError(f"VisionZip: {type(attention).__module__} has no eager_attention_forward to delegate to.")
+    return eager
+
+
 def check_visionzip(model: nn.Module, config: VisionZipConfig) -> str:
     family = check_fastv(model, config)
-    feature_attention(model)
+    vision_eager_attention(feature_attention(model))
     return family
 
 
@@ -84,13 +98,16 @@ class VisionZipState(threading.local):
     attention: tuple[torch.Tensor, torch.Tensor] | None = None  # the [CLS] row and keys of the last tower pass
     image_scores: torch.Tensor | None = None  # (images, P) kept patches of the last projector pass
 
-    def take(self, prunable: torch.Tensor) -> torch.Tensor:
-        """(B, L) scores of the kept image positions of a prefill, from the images the projector zipped last."""
+    def take(self, image_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) scores of a prefill's image positions (``image_mask``), from the images the projector zipped last."""
         image_scores, self.image_scores = self.image_scores, None
         if image_scores is None:
             raise RuntimeError("VisionZip chooses the kept tokens in the vision tower, but no image passed through "
                                "it for this prefill; pass pixel_values (not inputs_embeds).")  # fmt: skip
-        return place_image_scores(image_scores, prunable)
+        return place_image_scores(image_scores, image_mask)
+
+    def clear(self) -> None:
+        self.attention = self.image_scores = None
 
 
 def install_visionzip(model: nn.Module, config: VisionZipConfig, handle: PatchHandle) -> Any:
@@ -101,8 +118,7 @@ def install_visionzip(model: nn.Module, config: VisionZipConfig, handle: PatchHa
     def observe(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: Any, scaling: float) -> None:
         state.attention = cls_attention_and_keys(query, key, scaling)
 
-    eager = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
-    route_scoring(handle, attention, observe, eager)
+    route_scoring(handle, attention, observe, vision_eager_attention(attention))
 
     def zip_features(module: nn.Module, args: tuple) -> tuple | None:
         if state.attention is None:
@@ -113,6 +129,17 @@ def install_visionzip(model: nn.Module, config: VisionZipConfig, handle: PatchHa
 
     hook = model.model.multi_modal_projector.register_forward_pre_hook(zip_features)
     handle.record("remove VisionZip projector hook", hook.remove)
+
+    # The tower's choice lives from the tower pass to the end of the forward that uses it: a forward without images
+    # of its own (pixels, or generate's pre-encoded outputs) must not take an earlier call's, nor may a failed one.
+    def forget_stale(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if not has_new_media(engine.adapter.bind_inputs(module, args, kwargs)):
+            state.clear()
+
+    multimodal = engine.multimodal
+    handle.record("remove VisionZip hook", multimodal.register_forward_pre_hook(forget_stale, with_kwargs=True).remove)
+    after = multimodal.register_forward_hook(lambda module, args, output: state.clear(), always_call=True)
+    handle.record("remove VisionZip hook", after.remove)
     set_attribute(handle, engine, "vision_scores", state.take)
     return engine
 
@@ -137,11 +164,11 @@ def zip_images(
     return zipped, torch.stack(scores)
 
 
-def place_image_scores(image_scores: torch.Tensor, prunable: torch.Tensor) -> torch.Tensor:
+def place_image_scores(image_scores: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
     """Spread (images, P) per-patch scores over a prefill's (B, L) image positions, images in sequence order."""
     images, patches = image_scores.shape
-    scores = torch.zeros(prunable.shape, dtype=torch.float32)
-    runs = [(row, run) for row, mask in enumerate(prunable.cpu().tolist())
+    scores = torch.zeros(image_mask.shape, dtype=torch.float32)
+    runs = [(row, run) for row, mask in enumerate(image_mask.cpu().tolist())
             for run in _runs([position for position, flag in enumerate(mask) if flag])]  # fmt: skip
     placed = [(row, run[start : start + patches]) for row, run in runs for start in range(0, len(run), patches)]
     if any(len(run) % patches for _, run in runs) or len(placed) != images:
@@ -151,7 +178,7 @@ def place_image_scores(image_scores: torch.Tensor, prunable: torch.Tensor) -> to
         )
     for image, (row, positions) in enumerate(placed):
         scores[row, torch.tensor(positions)] = image_scores[image].cpu()
-    return scores.to(prunable.device)
+    return scores.to(image_mask.device)
 
 
 def visionzip_config_from_keywords(options: dict[str, Any]) -> VisionZipConfig:

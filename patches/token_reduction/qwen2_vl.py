@@ -3,7 +3,8 @@
 M-RoPE's 3-D (temporal, height, width) position ids are folded into ordinary per-token ``(cos, sin)`` before the
 decoder loop, so kept tokens carry their original rotary phases once the engine gathers cos/sin along the sequence
 (``fastvision.fastv.engine``). Decode steps derive positions from layer 0's cache length plus ``rope_deltas``;
-layer 0 is never pruned, so they stay right. Image and video placeholders are both prunable.
+layer 0's cache always spans the prompt (``fastvision.fastv.layer_zero`` keeps it so when layer 0 is pruned too), so
+they stay right. Image and video placeholders are both prunable.
 """
 
 from __future__ import annotations
