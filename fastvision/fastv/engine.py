@@ -42,8 +42,7 @@ from fastvision.fastv.guards import check_dynamic_cache, check_sliding_window, g
 from fastvision.fastv.hidden_site import (
     BEFORE_LAYER_ZERO_SCORINGS,
     HIDDEN_STATE_SCORINGS,
-    dart_selection,
-    divprune_scores,
+    hidden_state_scores,
     key_norms,
 )
 from fastvision.fastv.layer_zero import cache_in, check_inflated, inflate_layer_zero, layer_zero_decode_mask
@@ -311,24 +310,11 @@ class FastVEngine:
         context.stages.append(compose(previous, select_tokens(scores, prunable, drops)))
 
     def _select_from_hidden(self, context: ForwardContext, hidden: torch.Tensor) -> None:
-        """The kept set of a method that reads the hidden states entering its first pruned layer (DART, DivPrune)."""
-        prunable = context.prunable.to(hidden.device)
-        if self.config.scoring == "dart":
-            if context.pivot_norms is None:
-                raise RuntimeError(
-                    "DART: the scoring layer (k-1) did not run before layer k (its attention never "
-                    "called the routed attention function: transformers may dispatch it differently)."
-                )
-            drops = context.pending_drops
-            scores = dart_selection(self.config, context, hidden, self.language_model.norm)
-        elif self.config.scoring == "divprune":
-            drops = [dropped_count(self.config.stages[0][1], remaining) for remaining in context.remaining]
-            scores = divprune_scores(hidden, prunable, drops)
-        else:  # VisionZip chose in the vision tower, per image (fastvision.visionzip.method installs vision_scores)
-            scores = self.vision_scores(context.masks.get("image", prunable)).to(hidden.device)
-            drops = [int(count) for count in (prunable & (scores <= 0)).sum(dim=1).tolist()]
+        """The kept set of a method that reads the hidden states entering its first pruned layer."""
+        vision = getattr(self, "vision_scores", None)  # VisionZip installs it (fastvision.visionzip.method)
+        scores, drops = hidden_state_scores(self.config, context, hidden, self.language_model.norm, vision)
         context.remaining = [remaining - drop for remaining, drop in zip(context.remaining, drops, strict=True)]
-        context.stages.append(compose(None, select_tokens(scores, prunable, drops)))
+        context.stages.append(compose(None, select_tokens(scores, context.prunable.to(hidden.device), drops)))
 
     def _after_layer_zero(self, layer: nn.Module, args: tuple, output: Any) -> None:
         context = self._current()

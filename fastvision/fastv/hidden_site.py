@@ -7,6 +7,7 @@ states entering layer ``k``; DivPrune (arXiv 2503.02175) by diversity, from the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,11 +15,32 @@ from torch import nn
 
 from fastvision.dart.selection import dart_scores, key_norms
 from fastvision.divprune.selection import divprune_scores
+from fastvision.fastv.config import dropped_count
 
 HIDDEN_STATE_SCORINGS = ("dart", "divprune", "visionzip")  # visionzip: chosen in the tower, applied here
 BEFORE_LAYER_ZERO_SCORINGS = ("divprune", "visionzip")  # prune before the language model: no scoring layer to route
 
-__all__ = ["BEFORE_LAYER_ZERO_SCORINGS", "HIDDEN_STATE_SCORINGS", "dart_selection", "divprune_scores", "key_norms"]
+__all__ = ["BEFORE_LAYER_ZERO_SCORINGS", "HIDDEN_STATE_SCORINGS", "hidden_state_scores", "key_norms"]
+
+
+def hidden_state_scores(
+    config: Any, context: Any, hidden: torch.Tensor, norm: nn.Module, vision_scores: Callable[..., Any] | None
+) -> tuple[torch.Tensor, list[int]]:
+    """(B, L) scores and each row's drop count, for a prefill ``context`` at its first pruned layer's input."""
+    prunable = context.prunable.to(hidden.device)
+    if config.scoring == "dart":
+        if context.pivot_norms is None:
+            raise RuntimeError(
+                "DART: the scoring layer (k-1) did not run before layer k (its attention never called the routed "
+                "attention function: transformers may dispatch it differently)."
+            )
+        return dart_selection(config, context, hidden, norm), context.pending_drops
+    if config.scoring == "divprune":
+        drops = [dropped_count(config.stages[0][1], remaining) for remaining in context.remaining]
+        return divprune_scores(hidden, prunable, drops), drops
+    # VisionZip chose in the vision tower, per image: its kept positions come from the tower's hooks
+    scores = vision_scores(context.masks.get("image", prunable)).to(hidden.device)
+    return scores, [int(count) for count in (prunable & (scores <= 0)).sum(dim=1).tolist()]
 
 
 def dart_selection(config: Any, context: Any, hidden: torch.Tensor, norm: nn.Module) -> torch.Tensor:
