@@ -8,10 +8,10 @@ tokens least, rather than the ones attention calls important. Like FastV it acts
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from fastvision.fastv.config import MODALITIES, check_stage, dropped_count
+from fastvision.fastv.config import MODALITIES, OneStageConfig, check_stage
 
 
 def _check_count(name: str, value: object, minimum: int) -> None:
@@ -22,7 +22,7 @@ def _check_count(name: str, value: object, minimum: int) -> None:
 
 
 @dataclass(frozen=True)
-class DARTConfig:
+class DARTConfig(OneStageConfig):
     """Where DART prunes, how much, and how many pivots it compares against.
 
     At layer ``k-1`` each token's pivot score is the L1 norm of its post-RoPE key (summed over heads). The
@@ -43,6 +43,7 @@ class DARTConfig:
         metadata={"help": "Prunable tokens: 'all' (image and video, as one pool), 'image' or 'video'."},
     )
 
+    label: ClassVar[str] = "DART"
     method: ClassVar[str] = "dart"
     version: ClassVar[int] = 1
     scoring: ClassVar[str] = "dart"  # what the engine and the records call the ranking
@@ -56,31 +57,3 @@ class DARTConfig:
         if self.modality not in MODALITIES:
             raise ValueError(f"DART modality={self.modality!r} is unknown; allowed: {', '.join(MODALITIES)}.")
         object.__setattr__(self, "ratio", float(self.ratio))
-
-    @property
-    def stages(self) -> tuple[tuple[int, float], ...]:
-        return ((self.k, self.ratio),)
-
-    def num_dropped(self, num_image_tokens: int) -> int:
-        return dropped_count(self.ratio, num_image_tokens)
-
-    def kept_counts(self, num_image_tokens: int) -> list[int]:
-        return [num_image_tokens - self.num_dropped(num_image_tokens)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "version": self.version, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DARTConfig:
-        data = dict(data)
-        method = data.pop("method", cls.method)
-        version = data.pop("version", cls.version)
-        if method != cls.method:
-            raise ValueError(f"Not a DART config: method={method!r}, expected {cls.method!r}.")
-        if version != cls.version:
-            raise ValueError(f"DART config version {version!r} is not supported; this fastvision reads {cls.version}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown DART config keys {unknown}; allowed: {sorted(known)}.")
-        return cls(**data)

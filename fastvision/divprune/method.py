@@ -7,17 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from fastvision.divprune.config import DivPruneConfig
 from fastvision.fastv.method import check_fastv, install_fastv
 from fastvision.methods import Method, register_method
 
 KEYWORDS = ("ratio", "modality")
-
-
-def check_divprune(model: nn.Module, config: DivPruneConfig) -> str:
-    return check_fastv(model, config)
 
 
 def divprune_config_from_keywords(options: dict[str, Any]) -> DivPruneConfig:
@@ -30,7 +24,7 @@ DIVPRUNE = register_method(
         config_type=DivPruneConfig,
         keywords=KEYWORDS,
         from_keywords=divprune_config_from_keywords,
-        check=check_divprune,
+        check=check_fastv,  # the engine's checks are all DivPrune needs
         install=install_fastv,
     )
 )

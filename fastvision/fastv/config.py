@@ -160,3 +160,48 @@ class FastVConfig:
         if unknown:
             raise ValueError(f"Unknown FastV config keys {unknown}; allowed: {sorted(known)}.")
         return cls(**data)
+
+
+class OneStageConfig:
+    """What the one-stage token-reduction configs share (DART, DivPrune, VisionZip): stages, counts and a versioned
+    dict form. A subclass is a frozen dataclass with a ``ratio`` field and sets ``method``, ``version`` and
+    ``label``; ``k`` is a field where the user picks the layer, or a class constant (0: before the language model),
+    which ``to_dict`` writes and ``from_dict`` checks."""
+
+    method: ClassVar[str]
+    version: ClassVar[int]
+    label: ClassVar[str]  # the method's name in messages
+    ratio: float
+    k: int
+
+    @property
+    def stages(self) -> tuple[tuple[int, float], ...]:
+        return ((self.k, self.ratio),)
+
+    def num_dropped(self, num_image_tokens: int) -> int:
+        return dropped_count(self.ratio, num_image_tokens)
+
+    def kept_counts(self, num_image_tokens: int) -> list[int]:
+        return [num_image_tokens - self.num_dropped(num_image_tokens)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "version": self.version, "k": self.k, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        data = dict(data)
+        method = data.pop("method", cls.method)
+        version = data.pop("version", cls.version)
+        if method != cls.method:
+            raise ValueError(f"Not a {cls.label} config: method={method!r}, expected {cls.method!r}.")
+        if version != cls.version:
+            raise ValueError(
+                f"{cls.label} config version {version!r} is not supported; this fastvision reads {cls.version}."
+            )
+        known = {f.name for f in fields(cls)}
+        if "k" not in known and data.pop("k", cls.k) != cls.k:
+            raise ValueError(f"A {cls.label} config prunes before the language model: its k is {cls.k}.")
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown {cls.label} config keys {unknown}; allowed: {sorted(known)}.")
+        return cls(**data)

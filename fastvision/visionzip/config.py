@@ -9,16 +9,16 @@ model: every decoder layer, layer 0 included, sees the kept tokens only.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from fastvision.fastv.config import check_stage, dropped_count
+from fastvision.fastv.config import OneStageConfig, check_stage
 
 DEFAULT_CONTEXTUAL_SHARE = 10 / 64  # the paper's 54 dominant + 10 contextual of 64 tokens
 
 
 @dataclass(frozen=True)
-class VisionZipConfig:
+class VisionZipConfig(OneStageConfig):
     """How much VisionZip drops, and which share of the kept tokens are merged contextual tokens.
 
     Each image of ``P`` patches keeps ``m = P - floor(ratio * P)`` tokens (VisionZip budgets per image): ``c =
@@ -31,6 +31,7 @@ class VisionZipConfig:
         metadata={"help": "Share of the kept tokens that are merged contextual tokens, 0 <= share < 1 (10/64)."},
     )
 
+    label: ClassVar[str] = "VisionZip"
     method: ClassVar[str] = "visionzip"
     version: ClassVar[int] = 1
     scoring: ClassVar[str] = "visionzip"
@@ -48,38 +49,8 @@ class VisionZipConfig:
         object.__setattr__(self, "ratio", float(self.ratio))
         object.__setattr__(self, "contextual_share", float(share))
 
-    @property
-    def stages(self) -> tuple[tuple[int, float], ...]:
-        return ((0, self.ratio),)
-
-    def num_dropped(self, num_image_tokens: int) -> int:
-        return dropped_count(self.ratio, num_image_tokens)
-
-    def kept_counts(self, num_image_tokens: int) -> list[int]:
-        return [num_image_tokens - self.num_dropped(num_image_tokens)]
-
     def contextual_count(self, kept: int) -> int:
         """Contextual tokens of an image that keeps ``kept`` tokens."""
         if kept < 2 or self.contextual_share == 0:
             return 0
         return min(kept - 1, max(1, round(self.contextual_share * kept)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "version": self.version, "k": 0, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VisionZipConfig:
-        data = dict(data)
-        method = data.pop("method", cls.method)
-        version = data.pop("version", cls.version)
-        if method != cls.method:
-            raise ValueError(f"Not a VisionZip config: method={method!r}, expected {cls.method!r}.")
-        if version != cls.version:
-            raise ValueError(f"VisionZip config version {version!r} is not supported; this fastvision reads 1.")
-        if data.pop("k", 0) != 0:
-            raise ValueError("A VisionZip config prunes before the language model: its k is 0.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown VisionZip config keys {unknown}; allowed: {sorted(known)}.")
-        return cls(**data)
