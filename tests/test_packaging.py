@@ -49,6 +49,12 @@ def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
         "fastvision/evals/easyvqa_breakdown.py",
         "fastvision/demo/app.py",
         "fastvision/evals/lm_eval_model.py",
+        "fastvision/evals/charged_model.py",
+        "fastvision/evals/lmms_eval_model.py",
+        "fastvision/evals/lmms_plugin.py",
+        "fastvision/evals/lmms_task_support.py",
+        "fastvision/evals/lmms_tasks/easyvqa/easyvqa.yaml",
+        "fastvision/evals/lmms_tasks/digits/utils.py",
         "fastvision/evals/tasks/easyvqa/easyvqa.yaml",
         "fastvision/evals/tasks/easyvqa/utils.py",
         "fastvision/bundled/easyvqa-llava/model.safetensors",
@@ -78,4 +84,7 @@ def test_wheel_installs_only_the_fastvision_namespace(tmp_path):
     missing = sorted(package for package in source_packages if package not in names)
     assert not missing, f"packages left out of the wheel (add them to pyproject's packages): {missing}"
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
-    assert "fastvision = fastvision.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    declared = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "fastvision = fastvision.cli.main:main" in declared
+    assert "[lmms_eval.models]\nfastvision = fastvision.evals.lmms_plugin:MANIFEST" in declared
+    assert "[lm_eval.models]\nfastvision = fastvision.evals.lm_eval_model:FastVisionLM" in declared

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastvision.cli import card_cmd, demo_cmd, eval_cmd, flops_cmd, heatmap_cmd, train_cmd
+from fastvision.cli import card_cmd, demo_cmd, eval_cmd, flops_cmd, heatmap_cmd, lmms_cmd, train_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parser(subparsers)
     card_cmd.add_parser(subparsers)
     demo_cmd.add_parser(subparsers)
+    lmms_cmd.add_parser(subparsers)
     subparsers.add_parser(
         "lm-eval", help="lm-eval with the fastvision model and the package's tasks (every lm-eval argument works)"
     )
