@@ -5,7 +5,9 @@ FastV (Chen et al., "An Image is Worth 1/2 Tokens After Layer 2", ECCV 2024, htt
 and the other methods are applied with ``fastvision.patch`` when the model is loaded. Every batch of requests is then
 charged with:
 
-- its prefill latency, timed inside the real ``generate`` (or loglikelihood) call, on the patched model;
+- its prefill latency, timed inside the real ``generate`` (or loglikelihood) call, on the patched model: from the
+  first forward of the model to its end. transformers 5's ``generate`` encodes the images before that forward, so
+  for generation the time is the language model's prefill, while the FLOPs count the whole prefill, tower included;
 - with ``fastv_measure=True`` (the default) three extra prefills of the same batch: the patched prefill under
   ``FlopCounterMode`` (FLOPs and kept image tokens), and the unpatched prefill once counted and once timed (a
   one-token ``generate``, timed by the same forward hooks as the patched one). So the relative FLOPs and the latency
@@ -178,33 +180,33 @@ class PrefillCharging:
         ``baseline_prefill`` starts with the same prefill as ``real_call``; it runs on the unpatched model, and both
         prefills are timed by the same forward hooks, so the two times are measured the same way.
         """
-        costs, batch = self._local_costs, int(inputs["input_ids"].shape[0])
+        batch = int(inputs["input_ids"].shape[0])
         counted = {**inputs, "logits_to_keep": 1, "use_cache": False}  # the same definition as ``fastvision eval``
+        charged = CostLedger(requests=batch)  # this batch's numbers, added to the ledger only once all succeeded
         if self.fastv_measure:
             report, _ = measure_flops(lambda: self.model(**counted))
             record = fastvision.kept_tokens(self.model)
-            with self._unpatched():
-                baseline, _ = measure_flops(lambda: self.model(**counted))
-                with self._timed_prefill() as baseline_seconds:  # timed exactly as the patched prefill below
-                    baseline_prefill()
-                costs.baseline_prefill_seconds += baseline_seconds()
-        with self._timed_prefill() as prefill_seconds:
-            result = real_call()
-        costs.requests += batch
-        costs.prefill_seconds += prefill_seconds()
-        if self.fastv_measure:
-            costs.measured_requests += batch
-            costs.measured_prefill_seconds += prefill_seconds()
-            costs.prefill_flops += report.total
-            costs.baseline_prefill_flops += baseline.total
-            if record is not None:
-                costs.image_tokens += sum(record.num_visual_tokens)
-                costs.kept_image_tokens += sum(record.num_kept_visual_tokens)
-            elif get_handle(self.model).engine.prunable_count(inputs) > 0:
+            if record is None and get_handle(self.model).engine.prunable_count(inputs) > 0:
                 raise RuntimeError(
                     f"The patched model ({self.fastv_config}) left no kept-token record for a request with tokens it "
                     "prunes: the engine did not prune it, so its FLOPs would be the unpatched model's."
                 )
+            with self._unpatched():
+                baseline, _ = measure_flops(lambda: self.model(**counted))
+                with self._timed_prefill() as baseline_seconds:  # timed exactly as the patched prefill below
+                    baseline_prefill()
+            charged.measured_requests = batch
+            charged.prefill_flops, charged.baseline_prefill_flops = report.total, baseline.total
+            charged.baseline_prefill_seconds = baseline_seconds()
+            if record is not None:
+                charged.image_tokens = sum(record.num_visual_tokens)
+                charged.kept_image_tokens = sum(record.num_kept_visual_tokens)
+        with self._timed_prefill() as prefill_seconds:
+            result = real_call()
+        charged.prefill_seconds = prefill_seconds()
+        if self.fastv_measure:
+            charged.measured_prefill_seconds = charged.prefill_seconds
+        self._local_costs.add(charged.to_tensor())  # a batch that failed anywhere above adds nothing
         return result
 
     def _merge_costs(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lm_eval.api.registry import register_model
+from lm_eval.api.registry import model_registry, register_model
 from lm_eval.models.hf_vlms import HFMultimodalLM
 
 import fastvision
@@ -23,7 +23,6 @@ from fastvision.evals.charged_model import PrefillCharging, fastv_config_from_ar
 __all__ = ["FastVisionLM", "fastv_config_from_arguments"]
 
 
-@register_model("fastvision")
 class FastVisionLM(PrefillCharging, HFMultimodalLM):
     """``hf-multimodal`` with FastV (or DART, DivPrune, VisionZip); model_args ``fastv_method``, ``fastv_k``,
     ``fastv_ratio``, ``fastv_scoring``, ``fastv_modality``, ``fastv_seed`` and ``fastv_measure`` on top of
@@ -72,3 +71,9 @@ class FastVisionLM(PrefillCharging, HFMultimodalLM):
         info = super().get_model_info()
         info["fastvision"] = self.fastvision_report()
         return info
+
+
+# lm-eval 0.4 learns the name here. An lm-eval that reads the ``lm_eval.models`` entry points has already put a
+# placeholder under the name, which it replaces with this class itself; registering again would collide with it.
+if "fastvision" not in list(model_registry):
+    register_model("fastvision")(FastVisionLM)

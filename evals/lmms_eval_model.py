@@ -7,7 +7,10 @@ charged as ``fastvision.evals.charged_model`` describes. The summed report is lo
 results' ``throughput`` block, which lmms-eval fills from ``log_metrics``, as ``avg_fastvision_<name>``.
 
 Only ``generate_until`` requests are charged (lmms-eval's chat models answer by generation); a loglikelihood
-request is refused rather than left out of the report.
+request is refused rather than left out of the report. lmms-eval's chat model catches any error of ``generate`` and
+records an empty answer; this model keeps the first such error and raises it once lmms-eval's loop returns, so a
+failed request fails the run instead of scoring as a wrong answer. With several processes, the requests lmms-eval
+adds to even out the ranks are charged too.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger
 
 import fastvision
-from fastvision.evals.charged_model import PrefillCharging, fastv_config_from_arguments
+from fastvision.evals.charged_model import CostLedger, PrefillCharging, fastv_config_from_arguments
 
 THROUGHPUT_KEYS = ("relative_prefill_flops", "prefill_time_ratio", "prefill_ms_per_request",
                    "baseline_prefill_ms_per_request", "image_tokens_per_request", "kept_image_tokens_per_request",
                    "requests")  # fmt: skip
+# What lmms-eval's chat model adds to the processor's outputs when it calls generate.
+GENERATION_SETTINGS = ("do_sample", "temperature", "top_p", "num_beams", "max_new_tokens", "use_cache", "pad_token_id",
+                       "eos_token_id")  # fmt: skip
 
 
 class FastVisionLMMS(PrefillCharging, LlavaHf):
@@ -53,26 +59,40 @@ class FastVisionLMMS(PrefillCharging, LlavaHf):
             del self.model.generate
             raise
         self.start_charging()
+        self._generate_errors: list[BaseException] = []
 
     def _charged_generate(self, **kwargs: Any) -> Any:
-        inputs = {key: kwargs[key] for key in ("input_ids", "attention_mask", "pixel_values") if key in kwargs}
-        return self._charge(
-            inputs,
-            lambda: self._uncharged_generate(**kwargs),
-            lambda: self._uncharged_generate(
-                **inputs, max_new_tokens=1, do_sample=False, pad_token_id=self.eot_token_id
-            ),  # its prefill only
-        )
+        inputs = {key: value for key, value in kwargs.items() if key not in GENERATION_SETTINGS}  # processor outputs
+        try:
+            return self._charge(
+                inputs,
+                lambda: self._uncharged_generate(**kwargs),
+                lambda: self._uncharged_generate(
+                    **inputs, max_new_tokens=1, do_sample=False, pad_token_id=self.eot_token_id
+                ),  # its prefill only
+            )
+        except Exception as error:
+            self._generate_errors.append(error)  # lmms-eval swallows it; generate_until raises it afterwards
+            raise
 
     def generate_until(self, requests: list[Any]) -> list[Any]:
+        self.costs = CostLedger()  # this call's costs only: lmms-eval clears its metric history per evaluation
+        self._generate_errors = []
         try:
-            return super().generate_until(requests)
+            answers = super().generate_until(requests)
         finally:
+            charged = int(self._local_costs.requests)  # this process's requests that went through _charge
             self._merge_costs()
-            report = self.fastvision_report()
-            logger.info(f"fastvision: {report}")
-            numbers = {f"fastvision_{key}": float(report[key]) for key in THROUGHPUT_KEYS if key in report}
-            log_metrics(total_elapsed_time=0.0, total_gen_tokens=0, avg_speed=0.0, additional_metrics=numbers)
+        if charged != len(requests):  # also catches an error of the engine's guard, which runs before _charge
+            raise RuntimeError(
+                f"{len(requests) - charged} of {len(requests)} requests failed inside generate (lmms-eval recorded "
+                "empty answers for them)" + ("; the first error is chained below." if self._generate_errors else ".")
+            ) from (self._generate_errors[0] if self._generate_errors else None)
+        report = self.fastvision_report()
+        logger.info(f"fastvision: {report}")
+        numbers = {f"fastvision_{key}": float(report[key]) for key in THROUGHPUT_KEYS if key in report}
+        log_metrics(total_elapsed_time=0.0, total_gen_tokens=0, avg_speed=0.0, additional_metrics=numbers)
+        return answers
 
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         raise NotImplementedError(

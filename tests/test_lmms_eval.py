@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -138,19 +137,24 @@ def test_loglikelihood_is_refused_not_left_uncounted() -> None:
 
 
 def test_lm_eval_entry_point_resolves_to_the_model_by_name() -> None:
-    """The ``lm_eval.models`` entry point, registered the way a plugin-discovering lm-eval registers each one (a lazy
-    EntryPoint placeholder in its model registry), resolves ``fastvision`` to the lm-eval model."""
+    """The ``lm_eval.models`` entry point, put into lm-eval's own model registry the way a plugin-discovering lm-eval
+    puts each one (a lazy EntryPoint placeholder, before the module is imported), resolves ``fastvision`` to the
+    lm-eval model, and importing the module then does not collide with the placeholder."""
     pytest.importorskip("lm_eval")
-    from lm_eval.api.model import LM
-    from lm_eval.api.registry import Registry
-
-    (point,) = [p for p in entry_points().select(group="lm_eval.models") if p.name == "fastvision"]
-    registry = Registry("model", base_cls=LM)
-    keyword = "target" if "target" in inspect.signature(registry.register).parameters else "lazy"  # 0.4.13 / main
-    registry.register("fastvision", **{keyword: point})
-    from fastvision.evals.lm_eval_model import FastVisionLM
-
-    assert registry.get("fastvision") is FastVisionLM
+    code = """
+import inspect
+from importlib.metadata import entry_points
+from lm_eval.api import registry
+(point,) = [p for p in entry_points().select(group="lm_eval.models") if p.name == "fastvision"]
+keyword = "target" if "target" in inspect.signature(registry.model_registry.register).parameters else "lazy"
+registry.model_registry.register("fastvision", **{keyword: point})
+model = registry.get_model("fastvision")
+import fastvision.evals.lm_eval_model as module
+assert registry.get_model("fastvision") is model is module.FastVisionLM
+print(model.__module__, model.__name__)
+"""
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert finished.stdout.split() == ["fastvision.evals.lm_eval_model", "FastVisionLM"], finished.stderr[-2000:]
 
 
 def _lm_eval_discovers_plugins() -> bool:
@@ -168,3 +172,28 @@ def test_lm_eval_finds_the_model_by_name_where_it_reads_entry_points() -> None:
     code = "from lm_eval.api.registry import get_model; print(get_model('fastvision').__module__)"
     finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert finished.stdout.strip() == "fastvision.evals.lm_eval_model", finished.stderr[-2000:]
+
+
+def test_a_request_failing_inside_generate_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lmms-eval's chat loop catches errors of ``generate`` and records an empty answer; the model raises afterwards
+    instead, and the failed requests add nothing to the costs."""
+    _require_lmms()
+    import torch
+    from lmms_eval.models.chat.llava_hf import LlavaHf
+
+    from fastvision.evals.lmms_eval_model import FastVisionLMMS
+
+    model = FastVisionLMMS(pretrained=str(BUNDLED_MODEL), device="cpu", fastv_ratio=0.5)
+
+    def swallowing_loop(self: Any, requests: list[Any]) -> list[str]:  # what lmms-eval's loop does with an error
+        for _ in requests:
+            try:
+                self.model.generate(input_ids=torch.ones(1, 3, dtype=torch.long), num_beams=2, max_new_tokens=1)
+            except Exception:
+                pass
+        return [""] * len(requests)
+
+    monkeypatch.setattr(LlavaHf, "generate_until", swallowing_loop)
+    with pytest.raises(RuntimeError, match="2 of 2 requests failed inside generate"):
+        model.generate_until([object(), object()])
+    assert model.costs.requests == 0
