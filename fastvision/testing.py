@@ -82,6 +82,13 @@ def llava_prompt(model: Any, prefix: list[int], suffix: list[int], images: int =
     return [*prefix, *([IMAGE_TOKEN_ID] * image_tokens_per_image(model) * images), *suffix]
 
 
+def tiny_llava_with_one_image() -> tuple[Any, dict[str, torch.Tensor]]:
+    """A tiny LLaMA-based LLaVA in eval mode and one prompt ``[5, 6] + <image>*n + [7, 8, 9]`` with random pixels."""
+    model = tiny_llava("llama").eval()
+    ids = torch.tensor([llava_prompt(model, [5, 6], [7, 8, 9])])
+    return model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32)}
+
+
 def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into (input_ids, attention_mask)."""
     width = max(len(row) for row in rows)

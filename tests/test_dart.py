@@ -13,7 +13,7 @@ from torch import nn
 
 import fastvision
 from fastvision.dart.selection import dart_scores, pivot_budgets
-from fastvision.testing import llava_prompt, tiny_llava
+from fastvision.testing import tiny_llava_with_one_image
 from tests.test_fastv_llava import hook_snapshot
 
 
@@ -65,9 +65,7 @@ def test_pivot_budgets_share_the_remainder_exactly():
 
 @pytest.fixture(scope="module")
 def llava():
-    model = tiny_llava("llama").eval()
-    ids = torch.tensor([llava_prompt(model, [5, 6], [7, 8, 9])])
-    return model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32)}
+    return tiny_llava_with_one_image()
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import torch
 
 import fastvision
 from fastvision.divprune.selection import divprune_scores, max_min_diverse
-from fastvision.testing import llava_prompt, tiny_llava
+from fastvision.testing import tiny_llava_with_one_image
 from tests.test_fastv_llava import hook_snapshot
 
 
@@ -62,9 +62,7 @@ def test_scores_keep_exactly_each_rows_budget():
 
 @pytest.fixture(scope="module")
 def llava():
-    model = tiny_llava("llama").eval()
-    ids = torch.tensor([llava_prompt(model, [5, 6], [7, 8, 9])])
-    return model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32)}
+    return tiny_llava_with_one_image()
 
 
 @torch.no_grad()

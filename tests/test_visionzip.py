@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastvision
-from fastvision.testing import llava_prompt, tiny_llava
+from fastvision.testing import llava_prompt, tiny_llava_with_one_image
 from fastvision.visionzip.selection import zip_image
 from tests.test_fastv_llava import hook_snapshot
 
@@ -60,9 +60,7 @@ def test_the_contextual_share_follows_the_paper():
 
 @pytest.fixture(scope="module")
 def llava():
-    model = tiny_llava("llama").eval()
-    ids = torch.tensor([llava_prompt(model, [5, 6], [7, 8, 9])])
-    return model, {"input_ids": ids, "pixel_values": torch.randn(1, 3, 32, 32)}
+    return tiny_llava_with_one_image()
 
 
 @torch.no_grad()

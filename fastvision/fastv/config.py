@@ -148,18 +148,7 @@ class FastVConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FastVConfig:
-        data = dict(data)
-        method = data.pop("method", cls.method)
-        version = data.pop("version", cls.version)
-        if method != cls.method:
-            raise ValueError(f"Not a FastV config: method={method!r}, expected {cls.method!r}.")
-        if version != cls.version:
-            raise ValueError(f"FastV config version {version!r} is not supported; this fastvision reads {cls.version}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown FastV config keys {unknown}; allowed: {sorted(known)}.")
-        return cls(**data)
+        return cls(**_known_fields(cls, _unversioned(cls, data, "FastV"), "FastV"))
 
 
 class OneStageConfig:
@@ -189,19 +178,28 @@ class OneStageConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
-        data = dict(data)
-        method = data.pop("method", cls.method)
-        version = data.pop("version", cls.version)
-        if method != cls.method:
-            raise ValueError(f"Not a {cls.label} config: method={method!r}, expected {cls.method!r}.")
-        if version != cls.version:
-            raise ValueError(
-                f"{cls.label} config version {version!r} is not supported; this fastvision reads {cls.version}."
-            )
-        known = {f.name for f in fields(cls)}
-        if "k" not in known and data.pop("k", cls.k) != cls.k:
+        data = _unversioned(cls, data, cls.label)
+        if "k" not in {f.name for f in fields(cls)} and data.pop("k", cls.k) != cls.k:
             raise ValueError(f"A {cls.label} config prunes before the language model: its k is {cls.k}.")
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown {cls.label} config keys {unknown}; allowed: {sorted(known)}.")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, cls.label))
+
+
+def _unversioned(cls: Any, data: dict[str, Any], label: str) -> dict[str, Any]:
+    """A copy of ``data`` (a config's ``to_dict`` form) without its method and version, after checking both."""
+    data = dict(data)
+    method = data.pop("method", cls.method)
+    version = data.pop("version", cls.version)
+    if method != cls.method:
+        raise ValueError(f"Not a {label} config: method={method!r}, expected {cls.method!r}.")
+    if version != cls.version:
+        raise ValueError(f"{label} config version {version!r} is not supported; this fastvision reads {cls.version}.")
+    return data
+
+
+def _known_fields(cls: Any, data: dict[str, Any], label: str) -> dict[str, Any]:
+    """``data``, refused if it names a key that is not a field of ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"Unknown {label} config keys {unknown}; allowed: {sorted(known)}.")
+    return data
