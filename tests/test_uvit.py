@@ -117,7 +117,7 @@ def test_bad_fusion_arguments_leave_the_model_untouched(model_and_inputs, option
 
 
 def test_fusion_refuses_a_model_that_is_not_a_uvit_and_a_second_patch(model_and_inputs) -> None:
-    with pytest.raises(TypeError, match=r"applies to fastvision\.uvit\.UViT models, got LlavaForConditionalGeneration"):
+    with pytest.raises(TypeError, match=r"UViT and diffusers UTransformer2DModel models, got LlavaForConditional"):
         fastvision.patch(tiny_llava(), fusion="intermediate", v=1)
     model, _ = model_and_inputs
     fastvision.patch(model, fusion="intermediate", v=1)

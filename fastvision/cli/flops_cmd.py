@@ -36,7 +36,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--image-tokens", type=int, default=None, help="default: the vision tower's token count")
     parser.add_argument("--text-tokens", type=int, default=60)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    uvit = parser.add_argument_group("U-ViT presets (uvit-s2-coco): intermediate fusion instead of FastV")
+    uvit = parser.add_argument_group(
+        "U-ViT presets (uvit-s2-coco; unidiffuser-v1, diffusers' UTransformer2DModel): intermediate fusion "
+        "instead of FastV"
+    )
     uvit.add_argument("--fusion", default="intermediate", choices=["intermediate"])
     uvit.add_argument("--v", type=int, default=0, help="image-only blocks at each end (default 0)")
     uvit.add_argument("--c", type=int, default=0, help="text-only blocks (default 0)")
@@ -126,6 +129,7 @@ def _ratio(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastvision.flops.diffusers_uvit import DIFFUSERS_UVIT_PRESETS
     from fastvision.uvit import UVIT_PRESETS
 
     if args.backbone:
@@ -134,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         return run_backbones(args.backbone, as_json=args.json)
     if args.model is None:
         raise ValueError("give a model (preset, config path or Hub id) or --backbone NAME")
-    if args.model in UVIT_PRESETS:
+    if args.model in UVIT_PRESETS or args.model in DIFFUSERS_UVIT_PRESETS:
         return run_uvit(args)
     if args.schedule:
         configs = [FastVConfig(schedule=parse_schedule(args.schedule), scoring=args.scoring)]
@@ -186,16 +190,18 @@ def run_uvit(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from fastvision.flops.diffusers_uvit import DIFFUSERS_UVIT_PRESETS, utransformer_flops_table
     from fastvision.flops.uvit import uvit_flops_table
 
     if args.schedule:
         raise ValueError(f"--schedule is a FastV option; {args.model} is a U-ViT (use --v, --c, --conditioning).")
     fusion = {"fusion": args.fusion, "v": args.v, "c": args.c, "conditioning": args.conditioning}
-    result = uvit_flops_table(args.model, fusion)
+    table_of = utransformer_flops_table if args.model in DIFFUSERS_UVIT_PRESETS else uvit_flops_table
+    result = table_of(args.model, fusion)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    table = Table(title=f"{args.model}: one forward, {result['config']['text_tokens']} text tokens")
+    table = Table(title=f"{args.model}: one forward, {result['text_tokens']} text tokens")
     for column in ("fusion", "params (M)", "GFLOPs", "vs early concat"):
         table.add_column(column, justify="right", no_wrap=True)
     early, patched = result["early_fusion"], result["fusion"]

@@ -40,6 +40,7 @@ def uvit_flops_table(preset: str, fusion: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": preset,
         "config": config.to_dict(),
+        "text_tokens": config.text_tokens,
         "flops_convention": "FLOPs = 2 x multiply-adds; one forward, one image, the full text context",
         "early_fusion": early,
         "fusion": {**fusion, **patched, "flops_ratio": patched["flops"] / early["flops"]},

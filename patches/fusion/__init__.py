@@ -1,1 +1,2 @@
-"""One module per diffusion model that intermediate-fusion attention patches (``uvit.py``: fastvision's U-ViT)."""
+"""One module per diffusion model that intermediate-fusion attention patches: ``uvit.py`` (fastvision's U-ViT) and
+``diffusers_uvit.py`` (diffusers' ``UTransformer2DModel``, UniDiffuser's U-ViT)."""

@@ -32,7 +32,15 @@ TEXT_BLOCKS_ATTRIBUTE = "fusion_text_blocks"
 def check_fusion(model: nn.Module, config: FusionConfig) -> None:
     """Refuse a model that is not a U-ViT, or v and c beyond its depth, before anything changes."""
     if not isinstance(model, UViT):
-        raise TypeError(f"fusion='intermediate' applies to fastvision.uvit.UViT models, got {type(model).__name__}.")
+        raise TypeError(
+            "fusion='intermediate' applies to fastvision.uvit.UViT and diffusers UTransformer2DModel models, "
+            f"got {type(model).__name__}."
+        )
+    if config.text_span is not None:
+        raise ValueError(
+            f"text_start={config.text_start} and text_tokens={config.text_tokens} are for diffusers' "
+            "UTransformer2DModel; fastvision's U-ViT knows where its text is: leave them unset."
+        )
     half = len(model.in_blocks)
     if config.v > half:
         raise ValueError(
