@@ -31,7 +31,8 @@ def patch(model: ModelT, config: Any = None, **options: Any) -> ModelT:
       see each sample's top ``n - floor(ratio * n)`` image tokens and all other tokens.
     - Intermediate-fusion attention for a U-ViT diffusion model (arXiv 2403.16530):
       ``fastvision.patch(uvit, FusionConfig(v=..., c=..., conditioning="concat" | "cross"))`` or
-      ``fastvision.patch(uvit, fusion="intermediate", v=..., c=..., conditioning=...)``.
+      ``fastvision.patch(uvit, fusion="intermediate", v=..., c=..., conditioning=...)``; on diffusers'
+      ``UTransformer2DModel`` also ``text_start=..., text_tokens=...``, where the text lies in its input sequence.
 
     Everything is checked before anything changes, and every change is recorded in one undo log stored on the model
     (:mod:`fastvision.methods`): a patch that fails halfway rolls back before it raises. Patching a model that is

@@ -59,6 +59,7 @@ def test_v0_c0_concat_is_bit_identical_and_unpatch_is_exact(shape, sequence) -> 
         fastvision.patch(model, fusion="intermediate", v=0, c=0, conditioning="concat", **SPAN)
         assert torch.equal(run(model, sequence), reference)
         fastvision.unpatch(model)
+        processors = [block.attn1.processor for block in model.modules() if hasattr(block, "attn1")]
         for options in ({"v": 1, "c": 2, "conditioning": "concat"}, {"v": 2, "c": 1, "conditioning": "cross"}):
             fastvision.patch(model, fusion="intermediate", **options, **SPAN)
             changed = run(model, sequence)
@@ -67,6 +68,74 @@ def test_v0_c0_concat_is_bit_identical_and_unpatch_is_exact(shape, sequence) -> 
             fastvision.unpatch(model)
             assert torch.equal(run(model, sequence), reference)
             assert not hasattr(model, "fusion_text_blocks") and "forward" not in vars(model)
+            assert processors == [block.attn1.processor for block in model.modules() if hasattr(block, "attn1")]
+
+
+@pytest.mark.parametrize("shape", [{}, {"pre_layer_norm": True}, {"block_type": "transformer"}])
+@pytest.mark.parametrize("v", [0, 1])
+def test_cross_equals_each_block_run_on_tokens_and_text_keeping_the_token_rows(shape, v, sequence) -> None:
+    """An independent reference for conditioning="cross": a stock block run on [tokens, text] gives its token rows
+    exactly the queries of the tokens over keys and values of both (and the text rows are thrown away)."""
+    model = tiny_utransformer(**shape)
+    text = sequence[:, TEXT_START : TEXT_START + TEXT_TOKENS]
+    tokens = torch.cat([sequence[:, :TEXT_START], sequence[:, TEXT_START + TEXT_TOKENS :]], dim=1)
+    blocks = [*model.transformer_in_blocks, model.transformer_mid_block]
+    blocks += [out["block"] for out in model.transformer_out_blocks]
+    half, skips = len(model.transformer_in_blocks), []
+    with torch.no_grad():
+        for index, block in enumerate(blocks):
+            if index > half:
+                tokens = model.transformer_out_blocks[index - half - 1]["skip"](tokens, skips.pop())
+            if v <= index < len(blocks) - v:
+                tokens = block(torch.cat([tokens, text], dim=1))[:, : tokens.shape[1]]
+            else:
+                tokens = block(tokens)
+            if index < half:
+                skips.append(tokens)
+        expected = model.norm_out(torch.cat([tokens[:, :TEXT_START], text, tokens[:, TEXT_START:]], dim=1))
+        fastvision.patch(model, fusion="intermediate", v=v, c=0, conditioning="cross", **SPAN)
+        torch.testing.assert_close(run(model, sequence), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_passes_the_callers_attention_arguments_through() -> None:
+    """diffusers hands a processor only the keyword arguments its __call__ names; the wrapper must not hide them."""
+    model = tiny_utransformer()
+    seen: list[float] = []
+
+    class ScaleRecorder:
+        def __init__(self, processor):
+            self.processor = processor
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, scale=1.0):
+            seen.append(scale)
+            return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+    for block in model.modules():
+        if hasattr(block, "attn1"):
+            block.attn1.processor = ScaleRecorder(block.attn1.processor)
+    fastvision.patch(model, fusion="intermediate", v=1, c=0, conditioning="cross", **SPAN)
+    with torch.no_grad():
+        model(torch.randn(1, LENGTH, 16), cross_attention_kwargs={"scale": 0.5}, return_dict=False,
+              hidden_states_is_embedding=True, unpatchify=False)  # fmt: skip
+    assert seen == [0.5, 0.5, 1.0, 0.5, 0.5]  # as unpatched: diffusers runs the mid-block without the arguments
+
+
+def test_new_text_blocks_follow_the_models_mode(sequence) -> None:
+    model = tiny_utransformer(dropout=0.5)  # eval(): dropout must be off in the new blocks too
+    fastvision.patch(model, fusion="intermediate", v=1, c=2, conditioning="concat", **SPAN)
+    assert not any(module.training for module in model.fusion_text_blocks.modules())
+    with torch.no_grad():
+        assert torch.equal(run(model, sequence), run(model, sequence))
+
+
+def test_text_at_the_end_of_the_sequence(sequence) -> None:
+    model = tiny_utransformer()
+    fastvision.patch(model, fusion="intermediate", v=1, c=1, conditioning="concat", text_start=LENGTH - 5,
+                     text_tokens=5)  # fmt: skip
+    with torch.no_grad():
+        assert run(model, sequence).shape == sequence.shape
+    with pytest.raises(ValueError, match=r"text at positions \[19, 24\).*shape \(2, 20, 16\)"):
+        run(model, sequence[:, :20])
 
 
 def _record_what_each_block_sees(model) -> list[tuple[int, int | None]]:
@@ -77,7 +146,7 @@ def _record_what_each_block_sees(model) -> list[tuple[int, int | None]]:
     for block in blocks:
 
         def hook(module, args, kwargs, output):
-            text = (kwargs.get("cross_attention_kwargs") or {}).get("fusion_text")
+            text = getattr(module.attn1.processor, "text", None)  # set around the block's call in cross mode
             tokens = args[0].shape[1]
             seen.append((tokens, tokens + (0 if text is None else text.shape[1])))
 
@@ -233,6 +302,11 @@ def test_a_diffusers_release_without_the_internals_fails_at_patch_time() -> None
     with pytest.raises(RuntimeError, match=r"lacks \['pre_layer_norm'\].*diffusers 0.42"):
         fastvision.patch(model, fusion="intermediate", v=1, **SPAN)
     assert "forward" not in vars(model)
+    model = tiny_utransformer()
+    model.transformer_mid_block.attn1.set_processor(torch.nn.Identity())  # a processor that is a module
+    with pytest.raises(ValueError, match="Block 2's attn1 has a module as its processor"):
+        fastvision.patch(model, fusion="intermediate", v=1, conditioning="cross", **SPAN)
+    assert "forward" not in vars(model) and isinstance(model.transformer_mid_block.attn1.processor, torch.nn.Identity)
 
 
 def test_text_span_is_refused_on_fastvisions_own_uvit() -> None:

@@ -25,11 +25,11 @@ class FusionConfig:
     v: int = 0
     c: int = 0
     conditioning: str = "concat"
-    text_start: int | None = None
-    text_tokens: int | None = None
     fusion: str = "intermediate"
     method: str = "uvit-fusion"
     version: int = 1
+    text_start: int | None = None
+    text_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.fusion != "intermediate":

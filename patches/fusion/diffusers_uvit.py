@@ -18,9 +18,12 @@ The patch mirrors ``patches/fusion/uvit.py``:
   middle block's own ``attn1`` weights (a wrapper around its attention processor), never updated.
 
 The output keeps the input's layout: the text positions hold the text as it left the last block that saw it, so a
-caller that splits the output by position (as UniDiffuserModel does) keeps working; a text-to-image caller reads only
-the image positions. diffusers runs the mid-block without the caller's keyword arguments; so does the patch. With
-``v=0, c=0`` and concat the patched forward runs exactly the unpatched operations (bit-identical, tested).
+caller that splits the output by position (as UniDiffuserModel does) keeps working. diffusers runs the mid-block
+without the caller's keyword arguments; so does the patch. With ``v=0, c=0`` and concat the patched forward runs
+exactly the unpatched operations (bit-identical, tested).
+
+So the text positions of the output do not hold a text prediction (with ``cross`` they are the text blocks' output,
+which never saw the image): UniDiffuser's text-to-image mode works, its image-to-text and joint modes do not.
 
 Every diffusers internal this relies on is checked at ``patch`` time, so a diffusers release that changes them makes
 ``patch`` fail, never run the unpatched model silently.
@@ -28,7 +31,7 @@ Every diffusers internal this relies on is checked at ``patch`` time, so a diffu
 
 from __future__ import annotations
 
-import inspect
+import copy
 import types
 from typing import Any
 
@@ -74,19 +77,31 @@ def check_fusion(model: nn.Module, config: FusionConfig) -> None:
                 f"Block {index} ({type(block).__name__}) lacks {absent or 'attn1.processor'}: fastvision's fusion "
                 "patch was written against diffusers 0.42's UniDiffuserBlock and UTransformerBlock."
             )
-    settings = model.config
-    if settings.cross_attention_dim is not None or settings.only_cross_attention:
+    blocks = _blocks(model)
+    if any(block.attn2 is not None or getattr(block, "only_cross_attention", False) for block in blocks):
         raise ValueError(
-            f"This UTransformer2DModel conditions by cross-attention (cross_attention_dim="
-            f"{settings.cross_attention_dim!r}, only_cross_attention={settings.only_cross_attention!r}); intermediate "
-            "fusion converts the early-fusion layout, where the text is part of the input sequence "
-            "(cross_attention_dim=None, as UniDiffuser builds it)."
+            "This UTransformer2DModel conditions by cross-attention (cross_attention_dim="
+            f"{model.config.get('cross_attention_dim')!r}); intermediate fusion converts the early-fusion layout, "
+            "where the text is part of the input sequence (cross_attention_dim=None, as UniDiffuser builds it)."
         )
-    if any(block.use_ada_layer_norm for block in _blocks(model)):
+    if any(block.use_ada_layer_norm for block in blocks):
         raise ValueError(
-            f"norm_type={settings.norm_type!r} (AdaLayerNorm) is not supported: diffusers runs the mid-block without a "
-            "timestep. Allowed is norm_type='layer_norm'."
+            f"norm_type={model.config.get('norm_type')!r} (AdaLayerNorm) is not supported: diffusers runs the "
+            "mid-block without a timestep. Allowed is norm_type='layer_norm'."
         )
+    for index, block in enumerate(blocks):
+        attention = block.attn1
+        if isinstance(attention.processor, nn.Module):
+            raise ValueError(
+                f"Block {index}'s attn1 has a module as its processor ({type(attention.processor).__name__}); "
+                "fusion wraps plain attention processors such as diffusers' AttnProcessor2_0."
+            )
+        normed = [name for name in ("group_norm", "spatial_norm", "norm_cross") if getattr(attention, name, None)]
+        if normed:
+            raise ValueError(
+                f"Block {index}'s attn1 has {normed}, which would treat the text keys of conditioning='cross' "
+                "unlike the block's own tokens; fusion supports plain self-attention blocks."
+            )
     if config.text_span is None:
         raise ValueError(
             "A diffusers UTransformer2DModel takes the text inside its input sequence: pass text_start and "
@@ -103,11 +118,16 @@ def check_fusion(model: nn.Module, config: FusionConfig) -> None:
 
 
 class TextKeysProcessor:
-    """A block's ``attn1`` processor with the text appended to the keys and values (the queries stay the block's
-    own tokens), for ``conditioning="cross"``. With no ``fusion_text`` it is the wrapped processor."""
+    """A block's ``attn1`` processor with ``text`` appended to the keys and values (the queries stay the block's own
+    tokens), for ``conditioning="cross"``. The patched forward sets ``text`` around the block's call; with none it is
+    the wrapped processor."""
 
     def __init__(self, wrapped: Any) -> None:
         self.wrapped = wrapped
+        self.text: torch.Tensor | None = None
+        # diffusers' Attention passes a processor only the keyword arguments its ``__call__`` names, read from the
+        # instance: show it the wrapped processor's, so the caller's arguments reach it as they would unpatched.
+        self.__call__ = wrapped.__call__
 
     def __call__(
         self,
@@ -115,43 +135,30 @@ class TextKeysProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        fusion_text: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        if fusion_text is not None:
-            encoder_hidden_states = torch.cat([hidden_states, fusion_text], dim=1)
-        accepted = inspect.signature(self.wrapped.__call__).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-            kwargs = {name: value for name, value in kwargs.items() if name in accepted}
+        if self.text is not None:
+            encoder_hidden_states = torch.cat([hidden_states, self.text], dim=1)
         return self.wrapped(
             attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs
         )
 
 
 def _text_block(model: nn.Module) -> nn.Module:
-    """A new text-only block of the model's block class and shape (self-attention only)."""
-    settings = model.config
-    return type(model.transformer_mid_block)(
-        settings.num_attention_heads * settings.attention_head_dim,
-        settings.num_attention_heads,
-        settings.attention_head_dim,
-        dropout=settings.dropout,
-        cross_attention_dim=None,
-        activation_fn=settings.activation_fn,
-        num_embeds_ada_norm=settings.num_embeds_ada_norm,
-        attention_bias=settings.attention_bias,
-        upcast_attention=settings.upcast_attention,
-        norm_type=settings.norm_type,
-        pre_layer_norm=settings.pre_layer_norm,
-        norm_elementwise_affine=settings.norm_elementwise_affine,
-        final_dropout=settings.ff_final_dropout,
-    )
+    """A new text-only block: a copy of the mid-block (the model's own block class and shape, self-attention only)
+    with freshly initialised parameters."""
+    block = copy.deepcopy(model.transformer_mid_block)
+    for module in block.modules():
+        if module is not block and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return block
 
 
 def install_fusion(model: nn.Module, config: FusionConfig, handle: PatchHandle) -> None:
     """Convert ``model`` to intermediate fusion in place, recording every change in ``handle``."""
     parameter = next(model.transformer_mid_block.parameters())
     text_blocks = nn.ModuleList(_text_block(model) for _ in range(config.c)).to(parameter.device, parameter.dtype)
+    text_blocks.train(model.training)
     set_attribute(handle, model, TEXT_BLOCKS_ATTRIBUTE, text_blocks)
     if config.conditioning == "cross":
         blocks = _blocks(model)
@@ -214,14 +221,16 @@ def intermediate_fusion_forward(
             tokens = torch.cat([tokens[:, : span.start], tokens[:, span.stop :]], dim=1)
         if index > half:
             tokens = self.transformer_out_blocks[index - half - 1]["skip"](tokens, skips.pop())
-        arguments = {} if index == half else dict(keywords)  # diffusers calls the mid-block with the tokens only
+        arguments = {} if index == half else keywords  # diffusers calls the mid-block with the tokens only
         if cross and index in joint:
-            keys = block.norm1(text) if block.pre_layer_norm else text  # as attn1 sees the block's own tokens
-            arguments["cross_attention_kwargs"] = {
-                **(arguments.get("cross_attention_kwargs") or {}),
-                "fusion_text": keys,
-            }
-        tokens = block(tokens, **arguments)
+            processor = block.attn1.processor
+            processor.text = block.norm1(text) if block.pre_layer_norm else text  # as attn1 sees the block's tokens
+            try:
+                tokens = block(tokens, **arguments)
+            finally:
+                processor.text = None
+        else:
+            tokens = block(tokens, **arguments)
         if index < half:
             skips.append(tokens)
     if not has_text:  # put the text back at its positions, so the output keeps the input's layout
