@@ -157,6 +157,15 @@ print(model.__module__, model.__name__)
     assert finished.stdout.split() == ["fastvision.evals.lm_eval_model", "FastVisionLM"], finished.stderr[-2000:]
 
 
+def test_the_lm_eval_task_folder_is_printed_for_plain_lm_eval() -> None:
+    from fastvision.cli.lm_eval_cmd import tasks_folder
+
+    command = [sys.executable, "-m", "fastvision", "lmms-tasks", "--harness", "lm-eval"]
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0 and Path(printed.stdout.strip()) == tasks_folder()
+    assert (tasks_folder() / "easyvqa" / "easyvqa.yaml").is_file()
+
+
 def _lm_eval_discovers_plugins() -> bool:
     """Whether the installed lm-eval reads the ``lm_eval.models`` entry-point group (lm-eval 0.4.x does not)."""
     import lm_eval.api.registry
