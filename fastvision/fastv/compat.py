@@ -21,7 +21,7 @@ from torch import nn
 
 # The oldest and newest transformers minors CI runs the engine and family tests on (see .ci/run and pyproject's
 # [tool.fastvision] table, which a test keeps equal to this).
-TESTED_TRANSFORMERS: tuple[str, str] = ("5.19", "5.24")
+TESTED_TRANSFORMERS: tuple[str, str] = ("5.19", "5.25")
 
 CACHE_NAMES = ("cache", "past_key_values")  # newest first: 5.24 renamed the second to the first (a deprecated alias)
 ENCODER_OUTPUTS_NAME = "mm_encoder_outputs"  # pre-encoded images that generate passes instead of pixel values
