@@ -84,21 +84,27 @@ def bundled():
 
 
 @torch.no_grad()
-def test_bundled_digits_model_holds_its_measured_accuracy(bundled):
-    """The shipped checkpoint's accuracy on the fixed subset, as measured (0.610 unpatched, counting 1.0).
+def test_bundled_digits_model_holds_its_accuracy_and_pruning_gap(bundled):
+    """The shipped checkpoint on the fixed subset, as measured: 0.585 unpatched (counting 0.98), random pruning at
+    K=2, R=0.9 0.385, FastV at the same budget 0.475.
 
-    The task's targets (>= 0.85 unpatched, random pruning at K=2, R=0.9 at least 0.15 lower) are not met by this
-    checkpoint yet (docs/tasks.md, "The digits task"); this holds what it does so that a regression shows.
+    The task's pruning-gap target holds: random pruning at R=0.9 answers at least 0.15 less than unpatched, so the
+    tokens kept decide the answer. Its accuracy target (>= 0.85 unpatched) is not met yet (docs/tasks.md, "The digits
+    task"); the first assertion holds what the checkpoint does so that a regression shows.
     """
     from fastvision.evals.vqa import exact_match_accuracy
 
     model, processor = bundled
     subset = load_digits_vqa("test", limit=SUBSET)
-    assert exact_match_accuracy(model, processor, subset) >= 0.59
+    unpatched = exact_match_accuracy(model, processor, subset)
+    assert unpatched >= 0.575
     counting = subset.filter(lambda row: row["question_type"] == "counting")
-    assert exact_match_accuracy(model, processor, counting) == 1.0
-    with fastvision.patched(model, k=1, ratio=0.9):  # FastV at K=1 loses the count: it keeps the wrong tokens
-        assert exact_match_accuracy(model, processor, counting) <= 0.5
+    assert exact_match_accuracy(model, processor, counting) >= 0.96
+    with fastvision.patched(model, k=2, ratio=0.9, scoring="random"):
+        random_pruned = exact_match_accuracy(model, processor, subset)
+    assert random_pruned <= unpatched - 0.15
+    with fastvision.patched(model, k=2, ratio=0.9):  # the attention ranking keeps more of what the answers need
+        assert exact_match_accuracy(model, processor, subset) >= random_pruned + 0.05
 
 
 def test_bundled_digits_checkpoint_is_small_and_records_its_recipe():
@@ -111,14 +117,20 @@ def test_bundled_digits_checkpoint_is_small_and_records_its_recipe():
 def test_digits_recipe_smoke(tmp_path):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    from fastvision.bundled.digits_reading import ReadingSchedule
     from fastvision.bundled.train_digits import train_digits
     from fastvision.evals.vqa import exact_match_accuracy
 
-    record = train_digits(tmp_path, steps=3, vision_steps=3, batch_size=8, train_scenes=16, check_questions=8,
-                          progress=False)  # fmt: skip
+    # 4 stage-2 steps: 2 on word targets (both without background tokens), then 2 on the real image tokens
+    schedule = ReadingSchedule(align_steps=2, curriculum=0.25)
+    record = train_digits(tmp_path, steps=4, vision_steps=3, batch_size=8, train_scenes=16, check_questions=8,
+                          schedule=schedule, progress=False)  # fmt: skip
     assert record["train_scenes"] == 16 and record["train_questions"] == 64 and record["vision_images"] == 16
-    assert torch.isfinite(torch.tensor(record["vision_final_loss"]))
+    assert record["text_layers"] == 8 and record["align_steps"] == 2 and record["curriculum"] == 0.25
+    for name in ("vision_final_loss", "alignment_final_loss", "final_loss_mean_last_50"):
+        assert torch.isfinite(torch.tensor(record[name])), name
     saved = LlavaForConditionalGeneration.from_pretrained(tmp_path)
+    assert saved.config.text_config.num_hidden_layers == 8
     processor = AutoProcessor.from_pretrained(tmp_path)
     assert record["test_accuracy_first_8"] == exact_match_accuracy(saved, processor, load_digits_vqa("test", limit=8))
 

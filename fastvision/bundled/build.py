@@ -63,7 +63,10 @@ def build_processor(tokenizer: Any, image_size: int = IMAGE_SIZE, patch_size: in
     )
 
 
-def build_model(tokenizer: Any, seed: int = 0, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE) -> Any:
+def build_model(
+    tokenizer: Any, seed: int = 0, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE, text_layers: int = 4
+) -> Any:
+    """The bundled LLaVA for ``tokenizer``'s vocabulary, seeded; ``text_layers`` LLaMA layers (4 for easy-VQA)."""
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -78,7 +81,7 @@ def build_model(tokenizer: Any, seed: int = 0, image_size: int = IMAGE_SIZE, pat
     text = LlamaConfig(
         hidden_size=128,
         intermediate_size=256,
-        num_hidden_layers=4,
+        num_hidden_layers=text_layers,
         num_attention_heads=4,
         num_key_value_heads=4,
         vocab_size=len(tokenizer),

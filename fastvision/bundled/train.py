@@ -246,7 +246,9 @@ def train_bundled(
                     {f"test_accuracy_first_{check_questions}": accuracy})  # fmt: skip
 
 
-def start_run(vocabulary: list[str], seed: int, threads: int, patch_size: int = PATCH_SIZE) -> tuple[float, Any, Any]:
+def start_run(
+    vocabulary: list[str], seed: int, threads: int, patch_size: int = PATCH_SIZE, text_layers: int = 4
+) -> tuple[float, Any, Any]:
     """Seed the global RNGs, then build the bundled architecture for ``vocabulary``: (start time, processor, model).
 
     Seeding comes first so that the model's initialisation is seeded too.
@@ -257,7 +259,7 @@ def start_run(vocabulary: list[str], seed: int, threads: int, patch_size: int = 
     started = time.perf_counter()
     tokenizer = build_tokenizer(vocabulary)
     processor = build_processor(tokenizer, patch_size=patch_size)
-    return started, processor, build_model(tokenizer, seed=seed, patch_size=patch_size)
+    return started, processor, build_model(tokenizer, seed=seed, patch_size=patch_size, text_layers=text_layers)
 
 
 def save_run(
