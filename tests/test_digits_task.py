@@ -10,6 +10,7 @@ import torch
 
 import fastvision
 from fastvision.bundled import BUNDLED_DIGITS_MODEL, BUNDLED_MODEL
+from fastvision.bundled.train_digits import DIGITS_SCHEDULE, DIGITS_SETTINGS, DIGITS_TEXT_LAYERS
 from fastvision.cli.main import main
 from fastvision.evals.digits_data import (
     BACKGROUND_CLASS,
@@ -112,6 +113,9 @@ def test_bundled_digits_checkpoint_is_small_and_records_its_recipe():
     assert size <= 25 * 2**20
     record = json.loads((BUNDLED_DIGITS_MODEL / "training.json").read_text())
     assert record["recipe"] == "fastvision train-bundled --task digits" and record["threads"] == 2
+    # the shipped checkpoint came from the recipe's current defaults
+    assert record["text_layers"] == DIGITS_TEXT_LAYERS and record["align_steps"] == DIGITS_SCHEDULE.align_steps
+    assert (record["steps"], record["batch_size"]) == (DIGITS_SETTINGS.steps, DIGITS_SETTINGS.batch_size)
 
 
 def test_digits_recipe_smoke(tmp_path):
