@@ -21,13 +21,12 @@ model is a plain transformers checkpoint.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from fastvision.bundled.train import FitSettings, _collate, _progress
+from fastvision.bundled.train import FitSettings, _collate, _progress, shuffled_batches, stage_two_optimizer
 
 TARGET_SCALE = 4e-4  # the variance of an initialised embedding (std 0.02): keeps the regression loss near 1
 
@@ -129,29 +128,14 @@ def fit_reader(
     align_loss = align_projector(model, tokenizer, pixels, token_labels, schedule.align_steps, generator)
     if settings.progress:
         print(f"stage 2, phase 1 (projector alignment): {schedule.align_steps} steps, loss {align_loss:.4f}")
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.01)
-    steps, batch_size = settings.steps, settings.batch_size
-    warmup = max(1, steps // 20)
-
-    def cosine(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    trainable, optimizer, scheduler = stage_two_optimizer(model, settings)
     image_token = model.config.image_token_id
     embed = model.get_input_embeddings()
-    order = torch.randperm(len(prompts), generator=generator).tolist()
+    steps = settings.steps
     losses: list[float] = []
     bar = _progress(settings.progress, steps)
     model.train()
-    for step in range(steps):
-        start = (step * batch_size) % len(order)
-        if start + batch_size > len(order):
-            order = torch.randperm(len(prompts), generator=generator).tolist()
-            start = 0
-        chosen = order[start : start + batch_size]
+    for step, chosen in enumerate(shuffled_batches(len(prompts), settings, generator)):
         ids, mask, labels = _collate([prompts[i] for i in chosen], [answers[i] for i in chosen],
                                      tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
         rows = [images[i] for i in chosen]

@@ -18,7 +18,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,33 @@ class FitSettings:
     progress: bool = True
 
 
+def stage_two_optimizer(model: Any, settings: FitSettings) -> tuple[list[Any], Any, Any]:
+    """AdamW over the parameters that require grad, with a 5% linear warm-up and a cosine decay over the steps."""
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.01)
+    steps = settings.steps
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def shuffled_batches(count: int, settings: FitSettings, generator: torch.Generator) -> Iterator[list[int]]:
+    """``settings.steps`` batches of question indices: epochs of a seeded shuffle, each cut at its last full batch."""
+    batch_size = settings.batch_size
+    order = torch.randperm(count, generator=generator).tolist()
+    for step in range(settings.steps):
+        start = (step * batch_size) % len(order)
+        if start + batch_size > len(order):
+            order = torch.randperm(count, generator=generator).tolist()
+            start = 0
+        yield order[start : start + batch_size]
+
+
 VisionStage = Callable[[Any, Any, torch.Tensor, dict[int, int], int, torch.Generator], tuple[int, float]]
 
 
@@ -178,26 +205,10 @@ def fit_llava(
     # Stage 2 keeps the tower frozen: at this learning rate it otherwise forgets shapes before the LM learns to read
     # them (measured: shape answers stayed at chance, 30%, with the tower trainable).
     model.model.vision_tower.requires_grad_(False)
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.01)
-    steps, batch_size = settings.steps, settings.batch_size
-    warmup = max(1, steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    order = torch.randperm(len(prompts), generator=generator).tolist()
+    trainable, optimizer, scheduler = stage_two_optimizer(model, settings)
     losses: list[float] = []
-    bar = _progress(settings.progress, steps)
-    for step in range(steps):
-        start = (step * batch_size) % len(order)
-        if start + batch_size > len(order):
-            order = torch.randperm(len(prompts), generator=generator).tolist()
-            start = 0
-        chosen = order[start : start + batch_size]
+    bar = _progress(settings.progress, settings.steps)
+    for step, chosen in enumerate(shuffled_batches(len(prompts), settings, generator)):
         ids, mask, labels = _collate([prompts[i] for i in chosen], [answers[i] for i in chosen],
                                      tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
         loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels[[images[i] for i in chosen]],
