@@ -9,8 +9,8 @@ never in the test split), in two stages:
    The tokens of a digit must agree on its class, so the tower learns to read a digit across its 4 patches, while
    background tokens carry no digit;
 2. the projector and the language model learn to read the scene (the tower frozen): ``digits_reading.fit_reader``
-   aligns the projected tokens with word targets read off the layout, teaches the lookup on those targets with a
-   background curriculum, then moves to the real image tokens.
+   aligns the projected tokens with word targets read off the layout, teaches the lookup on those targets (reading
+   first, then every question type, then the background tokens on a ramp), then moves to the real image tokens.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from typing import Any
 import torch
 
 from fastvision.bundled import BUNDLED_DIGITS_MODEL
-from fastvision.bundled.digits_reading import ReadingSchedule, fit_reader
+from fastvision.bundled.digits_reading import HeldOut, ReadingSchedule, fit_reader
 from fastvision.bundled.train import FitSettings, _progress, save_run, start_run
 
-DIGITS_SETTINGS = FitSettings(steps=3000, vision_steps=1500, batch_size=32, learning_rate=1e-3)
+DIGITS_SETTINGS = FitSettings(steps=5700, vision_steps=1500, batch_size=32, learning_rate=1e-3)
 DIGITS_SCHEDULE = ReadingSchedule()
 DIGITS_TEXT_LAYERS = 8  # a 4-layer LM had read the whole image by layer 1, so pruning at K=2 cost nothing
 BACKGROUND_WEIGHT = 0.2  # 124+ of 144 tokens are background: weigh them down so digits dominate the loss
+VALIDATION_SCENES = 100  # train-split scenes after the training ones: new layouts, for the per-phase checks
 
 
 def patch_vision_stage(scenes: list[Any], progress: bool = False) -> Any:
@@ -72,6 +73,16 @@ def patch_vision_stage(scenes: list[Any], progress: bool = False) -> Any:
     return stage
 
 
+def _held_out(processor: Any, validation: Any, scenes: list[Any]) -> HeldOut:
+    """The validation questions encoded for ``held_out_accuracy``, with their scenes' token layouts."""
+    from fastvision.bundled.train import _encode_split
+    from fastvision.evals.digits_data import patch_labels
+
+    pixels, prompts, answers, images, image_index = _encode_split(processor, validation)
+    layouts = torch.stack([torch.from_numpy(patch_labels(scenes[image_id])) for image_id in image_index])
+    return HeldOut(pixels, prompts, answers, images, layouts, list(validation["question_type"]))
+
+
 def train_digits(
     out: Path = BUNDLED_DIGITS_MODEL,
     *,
@@ -83,10 +94,15 @@ def train_digits(
     schedule: ReadingSchedule = DIGITS_SCHEDULE,
     train_scenes: int | None = None,
     check_questions: int = 1000,
+    check_every: int = 0,
     threads: int = 2,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train, save to ``out`` and return the run's record (also written to ``out/training.json``)."""
+    """Train, save to ``out`` and return the run's record (also written to ``out/training.json``).
+
+    The record holds the held-out checks of ``fit_reader`` on ``VALIDATION_SCENES`` train-split scenes that are not
+    trained on, at each phase's end (and every ``check_every`` stage-2 steps, if set).
+    """
     from fastvision.bundled.train import _encode_split
     from fastvision.evals.digits_data import (
         DEFAULT_SCENES,
@@ -97,11 +113,14 @@ def train_digits(
     )
     from fastvision.evals.vqa import exact_match_accuracy
 
+    schedule.check_fits(steps)  # before any work
     started, processor, model = start_run(digits_vocabulary(), seed, threads, text_layers=DIGITS_TEXT_LAYERS)
     scene_count = train_scenes or DEFAULT_SCENES["train"]
     settings = FitSettings(seed, steps, vision_steps, batch_size, learning_rate, progress)
-    train = load_digits_vqa("train", scenes=scene_count)
-    scenes = make_scenes("train", scene_count)
+    both = load_digits_vqa("train", scenes=scene_count + VALIDATION_SCENES)  # the first scenes are the same
+    trained = [row for row, image_id in enumerate(both["image_id"]) if image_id < scene_count]
+    train, validation = both.select(trained), both.select(range(len(trained), len(both)))
+    scenes = make_scenes("train", scene_count + VALIDATION_SCENES)
     model.train()
     pixels, prompts, answers, images, image_index = _encode_split(processor, train)
     generator = torch.Generator().manual_seed(seed)
@@ -112,8 +131,9 @@ def train_digits(
         if progress:
             print(f"stage 1 (vision tower, {vision_images} images): {vision_steps} steps, loss {vision_loss:.4f}")
     token_labels = torch.stack([torch.from_numpy(patch_labels(scenes[image_id])) for image_id in image_index])
+    held_out = _held_out(processor, validation, scenes)
     stats = fit_reader(model, processor, (pixels, prompts, answers, images), token_labels, settings, schedule,
-                       generator)  # fmt: skip
+                       generator, list(train["question_type"]), held_out, check_every)  # fmt: skip
     train_seconds = time.perf_counter() - started
     accuracy = exact_match_accuracy(model, processor, load_digits_vqa("test", limit=check_questions))
     return save_run(
@@ -125,7 +145,7 @@ def train_digits(
         {"vision_images": vision_images, "vision_final_loss": vision_loss, "train_questions": len(prompts), **stats},
         train_seconds,
         threads,
-        {f"test_accuracy_first_{check_questions}": accuracy},
+        {f"test_accuracy_first_{check_questions}": accuracy, "held_out_checks": stats["held_out_checks"]},
         {
             "train_scenes": scene_count,
             "text_layers": DIGITS_TEXT_LAYERS,

@@ -12,7 +12,7 @@ TASKS = ("easyvqa", "digits")
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train-bundled",
-        help="Train a bundled LLaVA from scratch (seeded; 30-40 minutes on 2 CPU cores).",
+        help="Train a bundled LLaVA from scratch (seeded; 30-45 minutes on 2 CPU cores).",
         description="Train the bundled LLaVA of a task (easy-VQA by default, or --task digits) on its train split "
         "and save it with save_pretrained. Step and batch defaults are the task's own recipe.",
     )
