@@ -36,7 +36,14 @@ from typing import Any
 
 import torch
 
-from fastvision.bundled.train import FitSettings, _collate, _progress, shuffled_batches, stage_two_optimizer
+from fastvision.bundled.train import (
+    FitSettings,
+    _collate,
+    _progress,
+    shuffled_batches,
+    stage_two_optimizer,
+    take_step,
+)
 
 TARGET_SCALE = 4e-4  # the variance of an initialised embedding (std 0.02): keeps the regression loss near 1
 INPUTS = ("digit words", "words", "image")  # what stands in the image tokens' places (held_out_accuracy)
@@ -274,12 +281,7 @@ def fit_reader(
         loss = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
         if phase == "3":
             loss = loss + schedule.feature_weight * _alignment_loss(tokens, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+        losses.append(take_step(loss, trainable, optimizer, scheduler))
         bar(step, losses[-1])
         phase_ends = step + 1 == steps or schedule.phase(step + 1) != phase
         if held_out is not None and (phase_ends or (check_every and (step + 1) % check_every == 0)):

@@ -155,6 +155,16 @@ def stage_two_optimizer(model: Any, settings: FitSettings) -> tuple[list[Any], A
     return trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def take_step(loss: torch.Tensor, trainable: list[Any], optimizer: Any, scheduler: Any) -> float:
+    """One stage-2 update from ``loss``: gradients clipped to norm 1, then the optimizer and schedule step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 def shuffled_batches(count: int, settings: FitSettings, generator: torch.Generator) -> Iterator[list[int]]:
     """``settings.steps`` batches of question indices: epochs of a seeded shuffle, each cut at its last full batch."""
     batch_size = settings.batch_size
@@ -213,12 +223,7 @@ def fit_llava(
                                      tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
         loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels[[images[i] for i in chosen]],
                      labels=labels).loss  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+        losses.append(take_step(loss, trainable, optimizer, scheduler))
         bar(step, losses[-1])
     model.model.vision_tower.requires_grad_(True)
     model.eval()
