@@ -1,9 +1,10 @@
 """The bundled tasks of ``fastvision eval --task``: each pairs an offline dataset with the checkpoint trained on it.
 
-- ``digits``: sparse scenes of real handwritten digits (``digits_data``), where most image tokens are
-  background and each answer depends on a few small regions, so *which* tokens a method keeps decides the answer;
-- ``easyvqa`` (the default of ``fastvision eval``): easy-VQA's single large shapes, where any few tokens suffice
-  (FastV and random pruning tie down to 10% of the image tokens).
+- ``digits`` (the default of ``fastvision eval``): sparse scenes of real handwritten digits (``digits_data``), where
+  most image tokens are background and each answer depends on a few small regions, so *which* tokens a method keeps
+  decides the answer;
+- ``easyvqa``: easy-VQA's single large shapes, where any few tokens suffice (FastV and random pruning tie down to 10%
+  of the image tokens).
 
 A task names its question types, so every sweep also reports which kinds of question pruning hurts first.
 """

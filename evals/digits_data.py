@@ -1,16 +1,16 @@
 """Digit scenes: a bundled VQA task where *which* image tokens survive pruning decides the answer.
 
-Each 48x48 scene holds 2 to 5 real handwritten digits (scikit-learn's ``load_digits``: 1,797 real 8x8 scans from the
+Each 48x48 scene holds 2 to 7 real handwritten digits (scikit-learn's ``load_digits``: 1,797 real 8x8 scans from the
 UCI optical-recognition data set, shipped inside the scikit-learn package, so nothing is downloaded) on a lightly
 textured paper background. The canvas is a 3x3 grid of 16x16 cells; a digit sits in one cell, at one of 9 offsets
 aligned to the 4x4 patches of the bundled model's vision tower, so every digit covers exactly 4 of the 144 image
-tokens and at least 124 tokens are background. Classes are distinct within a scene.
+tokens and at least 116 tokens are background. Classes are distinct within a scene.
 
 Four questions per scene, each with a one-word answer, one per type:
 
 - ``reading``: "what digit is at the top left ?" (an occupied cell) -> "0".."9";
 - ``location``: "which row is the 7 in ?" / "which column is the 7 in ?" -> top/middle/bottom, left/center/right;
-- ``counting``: "how many digits are there ?" -> "2".."5";
+- ``counting``: "how many digits are there ?" -> "2".."7";
 - ``presence``: "is there a 7 ?" -> yes/no (half of them present).
 
 The split is by source scan: a seeded 80/20 split of the 1,797 scans, so no test digit image is ever seen in
@@ -36,7 +36,7 @@ CELL = 16
 DIGIT = 8
 PATCH = 4
 GRID = CANVAS // PATCH  # 12 x 12 = 144 image tokens
-MIN_DIGITS, MAX_DIGITS = 2, 5
+MIN_DIGITS, MAX_DIGITS = 2, 7  # up to 7 of the 9 cells: a count of up to 28 of 144 tokens
 DEFAULT_SCENES = {"train": 8000, "test": 500}
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2

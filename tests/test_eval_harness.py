@@ -126,7 +126,8 @@ def test_results_round_trip_and_reject_foreign_files(tmp_path):
     [
         (["--ratio", "1.0"], "0 <= ratio < 1"),
         (["--k", "0"], "k=0 is out of range"),
-        (["--k", "4"], "allowed is 1 <= k < 4"),
+        (["--k", "8"], "allowed is 1 <= k < 8"),  # the default (digits) model has 8 layers
+        (["--task", "easyvqa", "--k", "4"], "allowed is 1 <= k < 4"),
         (["--model", "/nonexistent/model"], "Cannot load model"),
         (["--task", "easyvqa", "--split", "val"], "Unknown easy-VQA split"),
         (["--limit", "-1"], "--limit must be >= 0"),

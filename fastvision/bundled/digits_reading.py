@@ -18,7 +18,8 @@ tokens that carry it, which is what attention does well. The phases, all with th
    b. every question type, still on the digit tokens only;
    c. the background tokens added back at a share ramping linearly from 0 to 1, so the lookup survives the haystack;
    d. a few steps with every token;
-3. **reading the image**: the real projected tokens, with the alignment regression kept as an auxiliary loss.
+3. **reading the image**: the projector first aligned again (phase 2 moved the embeddings the targets are made of),
+   then the real projected tokens, with the alignment regression kept as an auxiliary loss.
 
 ``held_out_accuracy`` scores a held-out set per question type on each kind of input (digit words only, all words,
 the image), so the record shows at the end of every phase whether the lookup was learnt and whether it carried over.
@@ -56,9 +57,12 @@ class ReadingSchedule:
     align_steps: int = 300  # phase 1, projector only, batch 64
     # phase 2a: one question type at a time, for this many steps each, on the digit word targets (no background)
     focus: tuple[tuple[str, int], ...] = (("reading", 500),)
-    clean_steps: int = 2000  # phase 2b: every question type, digit word targets
+    clean_steps: int = 2500  # phase 2b: every question type, digit word targets
     ramp_steps: int = 1500  # phase 2c: background word targets join, their share ramping from 0 to 1
     settle_steps: int = 200  # phase 2d: word targets for every token
+    # phase 3 starts by aligning the projector again (projector only, batch 64), to the word targets as the language
+    # model's embeddings stand after phase 2: they moved while it trained, so phase 1's alignment is out of date
+    realign_steps: int = 300
     feature_weight: float = 5.0  # phase 3: weight of the alignment regression beside the answer loss
 
     def _ends(self) -> list[tuple[str, int]]:
@@ -268,11 +272,20 @@ def fit_reader(
     steps = settings.steps
     checks: dict[str, Any] = {}
     losses: list[float] = []
+    statistics: dict[str, Any] = {"alignment_final_loss": align_loss}
     bar = _progress(settings.progress, steps)
     model.train()
     batches = _focused_batches(question_types, settings, schedule, generator)
     for step, chosen in enumerate(batches):
         phase = schedule.phase(step)
+        if phase == "3" and step == schedule.word_steps and schedule.realign_steps:
+            realign_loss = align_projector(model, tokenizer, pixels, token_labels, schedule.realign_steps, generator)
+            statistics["realignment_final_loss"] = realign_loss
+            if held_out is not None:  # what the re-alignment alone did for the image, before phase 3 trains on it
+                statistics["realigned_image_held_out"] = held_out_accuracy(model, tokenizer, held_out, "image")
+            if settings.progress:
+                print(f"phase 3: projector aligned again, {schedule.realign_steps} steps, loss {realign_loss:.4f}; "
+                      f"held out on the image {statistics.get('realigned_image_held_out')}", flush=True)  # fmt: skip
         rows = [images[i] for i in chosen]
         questions = ([prompts[i] for i in chosen], [answers[i] for i in chosen])
         inputs = "image" if phase == "3" else "words"
@@ -292,5 +305,5 @@ def fit_reader(
                       + "; ".join(f"{name} {checks[str(step + 1)][name]}" for name in INPUTS), flush=True)  # fmt: skip
     model.model.vision_tower.requires_grad_(True)
     model.eval()
-    statistics = {"alignment_final_loss": align_loss, "final_loss_mean_last_50": sum(losses[-50:]) / len(losses[-50:])}
+    statistics["final_loss_mean_last_50"] = sum(losses[-50:]) / len(losses[-50:])
     return {**statistics, "held_out_checks": checks} if held_out is not None else statistics
