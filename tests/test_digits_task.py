@@ -43,6 +43,7 @@ def test_split_is_by_source_scan():
 
 
 def test_scenes_are_sparse_deterministic_and_match_their_answers():
+    assert {len(scene.digits) for scene in make_scenes("test", 200)} == set(range(2, 8))  # 2 to 7 digits a scene
     scenes = make_scenes("test", 50)
     assert scenes == make_scenes("test", 50) and scenes[:10] == make_scenes("test", 10)
     data = load_digits_vqa("test", limit=200)
@@ -95,17 +96,18 @@ def test_bundled_digits_model_holds_its_accuracy_and_pruning_gap(bundled):
     As measured on these 200 questions: 0.965 unpatched (counting 1.0, location 0.96, presence 0.98, reading 0.92),
     random pruning 0.740 (a gap of 0.225), FastV at the same budget 0.770. On all 2,000 test questions: 0.960, 0.772
     and 0.813 (docs/tasks.md, "The digits task"). The accuracy and per-type floors hold what the checkpoint does, a
-    little below the measurement, so that a regression shows.
+    little below the measurement (a question or two of slack per type for other torch builds), so that a regression
+    shows.
     """
     from fastvision.evals.vqa import exact_match_accuracy
 
     model, processor = bundled
     subset = load_digits_vqa("test", limit=SUBSET)
     unpatched = exact_match_accuracy(model, processor, subset)
-    assert unpatched >= 0.95  # the task's target is 0.85
+    assert unpatched >= 0.94  # the task's target is 0.85
     for kind, measured in (("counting", 1.0), ("location", 0.96), ("presence", 0.98), ("reading", 0.92)):
         questions = subset.filter(lambda row, kind=kind: row["question_type"] == kind)
-        assert exact_match_accuracy(model, processor, questions) >= measured - 0.02, kind
+        assert exact_match_accuracy(model, processor, questions) >= measured - 0.04, kind
     with fastvision.patched(model, k=2, ratio=0.9, scoring="random"):
         random_pruned = exact_match_accuracy(model, processor, subset)
     assert random_pruned <= unpatched - 0.15  # the task's target: a blind choice of 15 tokens loses answers
@@ -122,7 +124,9 @@ def test_bundled_digits_checkpoint_is_small_and_records_its_recipe():
     assert record["text_layers"] == DIGITS_TEXT_LAYERS
     schedule = json.loads(json.dumps(asdict(DIGITS_SCHEDULE)))  # tuples as the record's lists
     assert {name: record[name] for name in schedule} == schedule
-    assert (record["steps"], record["batch_size"]) == (DIGITS_SETTINGS.steps, DIGITS_SETTINGS.batch_size)
+    recipe = (DIGITS_SETTINGS.steps, DIGITS_SETTINGS.vision_steps, DIGITS_SETTINGS.batch_size,
+              DIGITS_SETTINGS.learning_rate)  # fmt: skip
+    assert (record["steps"], record["vision_steps"], record["batch_size"], record["learning_rate"]) == recipe
 
 
 def test_reading_schedule_learns_the_lookup_before_the_haystack():
@@ -155,15 +159,20 @@ def test_reading_schedule_longer_than_stage_two_is_refused(tmp_path):
     from fastvision.bundled.digits_reading import ReadingSchedule
     from fastvision.bundled.train_digits import train_digits
 
-    with pytest.raises(ValueError, match="3 word-target steps do not fit in 2 stage-2 steps"):
+    with pytest.raises(ValueError, match="3 word-target steps leave none of the 2 stage-2 steps for phase 3"):
         train_digits(tmp_path, steps=2, vision_steps=0, batch_size=4, train_scenes=4, check_questions=4,
                      schedule=ReadingSchedule(align_steps=0, focus=(), clean_steps=1, ramp_steps=1, settle_steps=1),
                      progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="3 word-target steps leave none of the 3 stage-2 steps"):  # no image phase
+        ReadingSchedule(focus=(), clean_steps=1, ramp_steps=1, settle_steps=1).check_fits(3)
+    with pytest.raises(ValueError, match=r"lengths must be >= 0 steps, got \{'realign_steps': -1, 'focus reading': -2"):
+        ReadingSchedule(realign_steps=-1, focus=(("reading", -2),))
 
 
-def test_digits_recipe_smoke(tmp_path):
+def test_digits_recipe_smoke(tmp_path, monkeypatch):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    from fastvision.bundled import digits_reading
     from fastvision.bundled.digits_reading import ReadingSchedule
     from fastvision.bundled.train_digits import train_digits
     from fastvision.evals.vqa import exact_match_accuracy
@@ -172,8 +181,13 @@ def test_digits_recipe_smoke(tmp_path):
     # projector aligned again and 2 steps on the real image tokens
     schedule = ReadingSchedule(align_steps=2, focus=(("reading", 1),), clean_steps=1, ramp_steps=1, settle_steps=0,
                                realign_steps=2)  # fmt: skip
+    alignments = []  # the steps of every projector alignment: phase 1, then the start of phase 3, once each
+    align = digits_reading.align_projector
+    monkeypatch.setattr(digits_reading, "align_projector",
+                        lambda *args: alignments.append(args[-2]) or align(*args))  # fmt: skip
     record = train_digits(tmp_path, steps=5, vision_steps=3, batch_size=8, train_scenes=16, check_questions=8,
                           schedule=schedule, progress=False)  # fmt: skip
+    assert alignments == [2, 2]
     assert record["train_scenes"] == 16 and record["train_questions"] == 64 and record["vision_images"] == 16
     assert record["text_layers"] == 8 and record["align_steps"] == 2 and record["clean_steps"] == 1
     for name in ("vision_final_loss", "alignment_final_loss", "realignment_final_loss", "final_loss_mean_last_50"):

@@ -60,10 +60,19 @@ class ReadingSchedule:
     clean_steps: int = 2500  # phase 2b: every question type, digit word targets
     ramp_steps: int = 1500  # phase 2c: background word targets join, their share ramping from 0 to 1
     settle_steps: int = 200  # phase 2d: word targets for every token
-    # phase 3 starts by aligning the projector again (projector only, batch 64), to the word targets as the language
-    # model's embeddings stand after phase 2: they moved while it trained, so phase 1's alignment is out of date
+    # phase 3 starts by aligning the projector again (projector only, batch 64, its own AdamW at 1e-3 as in phase 1),
+    # to the word targets as the language model's embeddings stand after phase 2: they moved while it trained, so
+    # phase 1's alignment is out of date
     realign_steps: int = 300
     feature_weight: float = 5.0  # phase 3: weight of the alignment regression beside the answer loss
+
+    def __post_init__(self) -> None:
+        lengths = {"align_steps": self.align_steps, "clean_steps": self.clean_steps, "ramp_steps": self.ramp_steps,
+                   "settle_steps": self.settle_steps, "realign_steps": self.realign_steps,
+                   **{f"focus {kind}": length for kind, length in self.focus}}  # fmt: skip
+        negative = {name: length for name, length in lengths.items() if length < 0}
+        if negative:
+            raise ValueError(f"Reading schedule lengths must be >= 0 steps, got {negative}.")
 
     def _ends(self) -> list[tuple[str, int]]:
         names = [*(f"2a {kind}" for kind, _ in self.focus), "2b", "2c", "2d"]
@@ -86,10 +95,11 @@ class ReadingSchedule:
         return min(1.0, (step - clean + 1) / max(1, self.ramp_steps))
 
     def check_fits(self, steps: int) -> None:
-        """Refuse a schedule whose word-target phases need more than ``steps`` stage-2 steps."""
-        if self.word_steps > steps:
-            raise ValueError(f"The reading schedule's {self.word_steps} word-target steps do not fit in {steps} "
-                             "stage-2 steps; allowed: at most the stage-2 steps (raise --steps).")  # fmt: skip
+        """Refuse a schedule whose word-target phases leave none of ``steps`` stage-2 steps for phase 3 (the image)."""
+        if self.word_steps >= steps:
+            raise ValueError(f"The reading schedule's {self.word_steps} word-target steps leave none of the {steps} "
+                             "stage-2 steps for phase 3, the real image tokens; allowed: fewer word-target steps "
+                             "than stage-2 steps (raise --steps).")  # fmt: skip
 
     def phase(self, step: int) -> str:
         return next((name for name, end in self._ends() if step < end), "3")
@@ -139,7 +149,7 @@ def _alignment_loss(tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 def align_projector(
     model: Any, tokenizer: Any, pixels: torch.Tensor, labels: torch.Tensor, steps: int, generator: torch.Generator
 ) -> float:
-    """Phase 1: the projector alone regresses onto the word targets; returns the last loss."""
+    """Phases 1 and 3 (its start): the projector alone regresses onto the word targets; returns the last loss."""
     optimizer = torch.optim.AdamW(model.model.multi_modal_projector.parameters(), lr=1e-3)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):

@@ -29,7 +29,7 @@ from fastvision.bundled.train import FitSettings, _progress, save_run, start_run
 DIGITS_SETTINGS = FitSettings(steps=6200, vision_steps=1500, batch_size=32, learning_rate=3e-4)
 DIGITS_SCHEDULE = ReadingSchedule()
 DIGITS_TEXT_LAYERS = 8  # a 4-layer LM had read the whole image by layer 1, so pruning at K=2 cost nothing
-BACKGROUND_WEIGHT = 0.2  # 124+ of 144 tokens are background: weigh them down so digits dominate the loss
+BACKGROUND_WEIGHT = 0.2  # 116+ of 144 tokens are background: weigh them down so digits dominate the loss
 VALIDATION_SCENES = 100  # train-split scenes after the training ones: new layouts, for the per-phase checks
 
 
