@@ -288,7 +288,7 @@ def fit_reader(
     batches = _focused_batches(question_types, settings, schedule, generator)
     for step, chosen in enumerate(batches):
         phase = schedule.phase(step)
-        if phase == "3" and step == schedule.word_steps and schedule.realign_steps:
+        if step == schedule.word_steps and schedule.realign_steps:  # the first step of phase 3
             realign_loss = align_projector(model, tokenizer, pixels, token_labels, schedule.realign_steps, generator)
             statistics["realignment_final_loss"] = realign_loss
             if held_out is not None:  # what the re-alignment alone did for the image, before phase 3 trains on it
